@@ -1,0 +1,3 @@
+from fdsl.cli.main import main
+
+raise SystemExit(main())
