@@ -1,0 +1,47 @@
+"""`fdsl <command> ...`: one entry point; each command lives in its own module of fdsl.cli."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from fdsl.errors import UserError
+
+# command -> (module with `main(argv) -> int`, one-line help)
+COMMANDS = {
+    "render": ("fdsl.cli.render", "build a formula-driven database (PNG folders or webdataset shards)"),
+    "preview": ("fdsl.cli.preview", "write a contact sheet of a few classes of a built database"),
+    "pretrain": ("fdsl.cli.pretrain", "pre-train a model (the papers' pretrain.py command line)"),
+    "finetune": ("fdsl.cli.finetune", "fine-tune a model (finetune.py, argparse or hydra-style)"),
+    "plot": ("fdsl.cli.plot", "draw loss/accuracy curves of a run directory to PNG"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: fdsl <command> [options]   (fdsl <command> --help for each)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from fdsl import __version__
+
+        print(f"fdsl {__version__}")
+        return 0
+    command = argv.pop(0)
+    if command not in COMMANDS:
+        print(f"fdsl: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.main(argv) or 0)
+    except UserError as err:
+        print(f"fdsl {command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fdsl {command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
