@@ -54,7 +54,7 @@ class FractalDB(Database):
     def validate(self) -> None:
         o = self.options
         if o["csv_dir"]:
-            found = len(self.csv_files)
+            found = len(self.csv_params)  # reads every CSV now: a bad row fails before any work
             if o["classes"] is None:
                 o["classes"] = found
             elif o["classes"] > found:
@@ -77,6 +77,10 @@ class FractalDB(Database):
     @cached_property
     def csv_files(self) -> list[str]:
         return params_csv.list_csvs(self.options["csv_dir"])
+
+    @cached_property
+    def csv_params(self) -> list[np.ndarray]:
+        return [params_csv.read_rows(path, 7, "category CSV") for path in self.csv_files]
 
     @cached_property
     def weights(self) -> np.ndarray:
@@ -104,7 +108,7 @@ class FractalDB(Database):
 
     def class_params(self, cls: int) -> np.ndarray:
         if self.options["csv_dir"]:
-            return params_csv.read_rows(self.csv_files[cls], 7, "category CSV")
+            return self.csv_params[cls]
         o = self.options
         return ifs2d.search_category(self.rng(cls), rate=o["fill_rate"], points=o["search_points"],
                                      size=o["search_size"], pad=o["pad"])
