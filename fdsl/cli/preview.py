@@ -104,5 +104,5 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     _, data = cv2.imencode(".png", contact_sheet(rows, args.tile))
     writers.atomic_write(out, data.tobytes())
-    print(f"preview of {len(rows)} classes -> {out}")
+    print(f"preview of {sum(map(len, rows))} images -> {out}")
     return 0
