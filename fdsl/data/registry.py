@@ -29,6 +29,11 @@ _ENTRIES = {
     "fractaldb": "fdsl.data.db_ifs2d:FractalDB",
     "onepfrac": "fdsl.data.db_ifs2d:OnePFrac",
     "ofdb2d": "fdsl.data.db_ifs2d:OFDB2D",
+    "rcdb": "fdsl.data.db_contour:RCDB",
+    "visualatom": "fdsl.data.db_contour:VisualAtom",
+    "exfractaldb": "fdsl.data.db_ifs3d:ExFractalDB",
+    "mvfractaldb": "fdsl.data.db_ifs3d:MVFractalDB",
+    "ofdb3d": "fdsl.data.db_ifs3d:OFDB3D",
 }
 _ALIASES = {"1p-frac": "onepfrac", "1pfrac": "onepfrac", "2d-ofdb": "ofdb2d"}
 

@@ -191,7 +191,7 @@ def _rcdb_instance_geometry(rng: np.random.Generator, r: RCDBRanges) -> dict:
 
 def _center(rng: np.random.Generator, start_pos: int) -> dict:
     offsets = rng.integers(-start_pos, start_pos + 1, 2)
-    return {"center_x": (REFERENCE_SIZE + offsets[0]) / 2, "center_y": (REFERENCE_SIZE + offsets[1]) / 2}
+    return {"center_x": (REFERENCE_SIZE + int(offsets[0])) / 2, "center_y": (REFERENCE_SIZE + int(offsets[1])) / 2}
 
 
 def rcdb_shape(class_params: dict, rng: np.random.Generator, r: RCDBRanges) -> ContourShape:
