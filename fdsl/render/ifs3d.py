@@ -154,8 +154,8 @@ def _splat(points, rotation, eye, focal, near, far, image):
         depth = -(rotation[2, 0] * dx + rotation[2, 1] * dy + rotation[2, 2] * dz)
         if depth < near or depth > far:
             continue
-        col = int(math.floor(half + half * focal * cam_x / depth))
-        row = int(math.floor(half - half * focal * cam_y / depth))
+        col = math.floor(half + half * focal * cam_x / depth)
+        row = math.floor(half - half * focal * cam_y / depth)
         if 0 <= col < size and 0 <= row < size:
             image[row, col] = 255
 
