@@ -62,8 +62,8 @@ class FractalDB(Database):
                                 f"lower --classes or add CSVs")
         elif o["classes"] is None:
             o["classes"] = 1000
-        if o["instance"] is not None:
-            o["instances"] = len(self.weights) * 4 * o["instance"]
+        if o["instance"] is not None:  # resolved into --instances, so both spellings resume each other
+            o["instances"], o["instance"] = len(self.weights) * 4 * o["instance"], None
         if o["size"] <= 2 * o["pad"]:
             raise UserError(f"--size {o['size']} must exceed twice the padding ({2 * o['pad']}); "
                             f"use a larger --size or a smaller --pad")
