@@ -62,8 +62,8 @@ class FractalDB(Database):
                                 f"lower --classes or add CSVs")
         elif o["classes"] is None:
             o["classes"] = 1000
-        if o["instance"] is not None:
-            o["instances"] = len(self.weights) * 4 * o["instance"]
+        if o["instance"] is not None:  # resolved into --instances, so both spellings resume each other
+            o["instances"], o["instance"] = len(self.weights) * 4 * o["instance"], None
         if o["size"] <= 2 * o["pad"]:
             raise UserError(f"--size {o['size']} must exceed twice the padding ({2 * o['pad']}); "
                             f"use a larger --size or a smaller --pad")
@@ -175,8 +175,8 @@ class OnePFrac(Database):
                             help="the sigma factor is drawn in [sigma - margin, sigma + margin] (default 0.1)")
         parser.add_argument("--delta", type=float, default=0.1,
                             help="each a..f is multiplied by U(1 - delta, 1 + delta) per class (default 0.1)")
-        parser.add_argument("--num-maps", type=int, default=2, help="maps of the base fractal (default 2)")
-        parser.add_argument("--pixel-threshold", type=float, default=0.05,
+        parser.add_argument("--num-maps", "--N", type=int, default=2, help="maps of the base fractal (default 2)")
+        parser.add_argument("--pixel-threshold", "--pixel_threshold", type=float, default=0.05,
                             help="a class whose image fills less than this fraction is redrawn (default 0.05)")
         parser.add_argument("--base-csv", default=None, metavar="FILE",
                             help="perturb this a,b,c,d,e,f,p system instead of sampling one")
