@@ -187,3 +187,15 @@ def test_shards_match_png_folders(fdsl_cli, tmp_path):
     with tarfile.open(tmp_path / "s1" / "SHARDS-000000.tar") as tar:
         png = tar.extractfile("00001_000001.png").read()
     assert png == (tmp_path / "p" / "00001" / "00001_0001.png").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["rcdb", "visualatom", "exfractaldb", "mvfractaldb", "ofdb3d"])
+def test_help_lists_every_option_with_its_default(name, fdsl_cli):
+    from fdsl.cli.render import build_parser
+
+    parser = build_parser(registry.get(name))
+    text = parser.format_help()
+    own = [a for a in parser._actions if a.dest in registry.get(name).defaults()
+           and a.dest not in ("classes", "instances", "size", "seed")]
+    assert own and all("default" in a.help for a in own), [a.dest for a in own if "default" not in a.help]
+    assert all(a.option_strings[0] in text for a in own)

@@ -41,7 +41,8 @@ class IFS3DDatabase(Database):
                    help="point clouds per class, from the 12 x 12 + 1 parameter scalings "
                         f"(default {ifs3d.INSTANCES_PER_CLASS})")
         add_option(parser, "save-ply", action="store_true",
-                   help="also write every point cloud as ply/<class>/<class>_<cloud>.ply (binary PLY)")
+                   help="also write every point cloud used as ply/<class>/<class>_<cloud>.ply, binary PLY "
+                        "(default off)")
 
     @classmethod
     def views_help(cls) -> str:
@@ -127,7 +128,7 @@ class MVFractalDB(IFS3DDatabase):
 
     @classmethod
     def views_help(cls) -> str:
-        return ("views evenly spaced around the vertical axis; image i is view i % views of cloud "
+        return ("views evenly spaced around the vertical axis; image i is view i %% views of cloud "
                 "i // views (default 12)")
 
     def eye(self, cls: int, inst: int) -> np.ndarray:
