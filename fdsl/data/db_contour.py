@@ -24,6 +24,8 @@ def add_option(parser: argparse.ArgumentParser, name: str, help: str, aliases: S
     spellings = []
     for spelling in (name, *aliases):
         spellings += [f"--{spelling}", f"--{spelling.replace('-', '_')}"]
+    if kwargs.get("type") in (int, float):
+        kwargs.setdefault("metavar", "N" if kwargs["type"] is int else "X")
     parser.add_argument(*dict.fromkeys(spellings), dest=name.replace("-", "_"), help=help, **kwargs)
 
 
@@ -55,10 +57,11 @@ def add_shared_options(parser: argparse.ArgumentParser, r) -> None:
                help=f"lowest Perlin coefficient P of a class; P ~ U(min, max) scales the per-vertex "
                     f"noise and the outward step (default {r.perlin_min:g})")
     add_option(parser, "line-width", type=float, default=r.line_width,
-               help=f"w ~ U(0, this): extra outward step of every vertex per line, in pixels "
+               help=f"w ~ U(0, this): extra outward step of every vertex per line, in pixels at size 512 "
                     f"(default {r.line_width:g}; strokes are always 1 px)")
     add_option(parser, "radius-min", type=int, default=r.radius_min,
-               help=f"smallest starting-ellipse radius in pixels; r ~ U{{min..max}} (default {r.radius_min})")
+               help=f"smallest starting-ellipse radius in pixels at size 512 (lengths scale with "
+                    f"--size); r ~ U{{min..max}} (default {r.radius_min})")
     add_option(parser, "oval-rate", type=float, default=r.oval_rate,
                help=f"ellipse axis factors ox, oy ~ U(1, this) (default {r.oval_rate:g}; 1 = circles)")
 
@@ -100,7 +103,7 @@ class RCDB(Database):
         add_option(parser, "radius-max", type=int, default=r.radius_max,
                    help=f"largest starting radius in pixels (default {r.radius_max})")
         add_option(parser, "start-pos", type=int, default=r.start_pos,
-                   help=f"centre = (512 + U{{-this..this}}) / 2 per axis, redrawn per instance "
+                   help=f"centre = (512 + U{{-this..this}}) / 2 per axis at size 512, redrawn per instance "
                         f"(default {r.start_pos})")
         add_layout_option(parser, "image/<class>/<class>_<inst>.png and param/<class>.csv "
                                   "(RCDB's published layout already has the image/ level)")
@@ -157,7 +160,7 @@ class VisualAtom(Database):
         add_option(parser, "radius-max", type=int, default=None,
                    help="largest starting radius in pixels (default --radius-min + 50)")
         add_option(parser, "start-pos", type=int, default=r.start_pos,
-                   help=f"centre = (512 + U{{-this..this}}) / 2 per axis, redrawn per instance "
+                   help=f"centre = (512 + U{{-this..this}}) / 2 per axis at size 512, redrawn per instance "
                         f"(default {r.start_pos})")
         for k in (1, 2):
             add_option(parser, f"nami-{k}-min", aliases=[f"nami{k}-min"], type=int, default=getattr(r, f"nami{k}_min"),
