@@ -199,3 +199,12 @@ def test_help_lists_every_option_with_its_default(name, fdsl_cli):
            and a.dest not in ("classes", "instances", "size", "seed")]
     assert own and all("default" in a.help for a in own), [a.dest for a in own if "default" not in a.help]
     assert all(a.option_strings[0] in text for a in own)
+
+
+def test_rcdb_vertex_count_is_the_truncated_exponential():
+    rng = np.random.default_rng(5)
+    counts = np.array([contour._truncated_exponential_count(rng, 100.0, 200) for _ in range(50_000)])
+    assert counts.min() == 3 and counts.max() == 200
+    # int(Exponential(100)) conditioned on 2 < V <= 200: mean 70.7, median 59
+    assert counts.mean() == pytest.approx(70.7, abs=0.8) and np.median(counts) == pytest.approx(59, abs=2)
+    assert contour._truncated_exponential_count(rng, 1e6, 3) == 3

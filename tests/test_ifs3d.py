@@ -130,3 +130,15 @@ def test_build_ply_workers_and_shards(fdsl_cli, tmp_path):
     assert tree_hashes(tmp_path / "s1") == tree_hashes(tmp_path / "s2")
     code, _, err = fdsl_cli("render", "mvfractaldb", "--out", tmp_path / "m", "--views", 0)
     assert code == 2 and "--views" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_search_that_finds_nothing_is_one_user_error(monkeypatch):
+    with pytest.raises(ifs3d.SearchFailed):
+        ifs3d.search_system(np.random.default_rng(0), variance=0.99, max_tries=20)
+
+    def hopeless(rng, variance, points):
+        return ifs3d.search_system(rng, variance, points, max_tries=5)
+
+    monkeypatch.setattr(ifs3d, "search_system", hopeless)
+    with pytest.raises(UserError, match="--variance"):
+        registry.create("exfractaldb", variance=0.99).class_params(0)

@@ -71,7 +71,10 @@ class IFS3DDatabase(Database):
 
     def class_params(self, cls: int) -> np.ndarray:
         o = self.options
-        return ifs3d.search_system(self.rng(cls), variance=o["variance"], points=o["points"])
+        try:
+            return ifs3d.search_system(self.rng(cls), variance=o["variance"], points=o["points"])
+        except ifs3d.SearchFailed as err:
+            raise UserError(f"class {cls}: {err}; lower --variance (published: 0.05)") from None
 
     def cloud(self, cls: int, system: np.ndarray, index: int) -> np.ndarray:
         return ifs3d.instance_cloud(system, index, self.rng(cls, index, CLOUD_STREAM), self.options["points"])

@@ -163,16 +163,21 @@ class RCDBRanges:
 
 def rcdb_class(rng: np.random.Generator, r: RCDBRanges) -> dict:
     """Per-class parameters; radius, oval rates and centre are redrawn per instance anyway."""
-    vertices = 0
-    while not 2 < vertices <= r.vertex_max:
-        vertices = int(rng.exponential(r.vertex_mean))
     return {
-        "vertices": vertices,
+        "vertices": _truncated_exponential_count(rng, r.vertex_mean, r.vertex_max),
         "lines": int(rng.integers(r.line_min, r.line_max + 1)),
         "perlin": float(rng.uniform(r.perlin_min, r.perlin_max)),
         "line_width": float(rng.uniform(0.0, r.line_width)),
         **_rcdb_instance_geometry(rng, r),
     }
+
+
+def _truncated_exponential_count(rng: np.random.Generator, mean: float, most: int) -> int:
+    """int(Exponential(mean)) redrawn until 2 < V <= most, drawn in one step by inverting the CDF of
+    the exponential restricted to [3, most + 1): the same law, without unbounded redraws."""
+    kept_mass = -math.expm1(-(most + 1 - 3) / mean)
+    value = 3.0 - mean * math.log1p(-rng.random() * kept_mass)
+    return min(int(value), most)
 
 
 def _rcdb_instance_geometry(rng: np.random.Generator, r: RCDBRanges) -> dict:

@@ -23,6 +23,10 @@ FOV_DEGREES = 45.0
 NEAR, FAR = 1.0, 100.0
 
 
+class SearchFailed(ValueError):
+    """The category search found no acceptable system within its budget."""
+
+
 def random_system(rng: np.random.Generator, min_maps: int = 2, max_maps: int = 7) -> np.ndarray:
     """(N, 13): 12 map parameters ~ U(-1, 1) and the selection probability |det| / sum |det|."""
     maps = int(rng.integers(min_maps, max_maps + 1))
@@ -81,7 +85,7 @@ def accepts(cloud: np.ndarray | None, variance: float) -> bool:
 
 
 def search_system(rng: np.random.Generator, variance: float = 0.05, points: int = POINTS,
-                  max_tries: int = 100_000) -> np.ndarray:
+                  max_tries: int = 20_000) -> np.ndarray:
     """Draw systems until one's normalised cloud has per-axis variance above ``variance`` and all
     its instance variations stay finite (a NaN/inf system is rejected here, never rendered)."""
     for _ in range(max_tries):
@@ -89,7 +93,7 @@ def search_system(rng: np.random.Generator, variance: float = 0.05, points: int 
         if accepts(normalise(chaos_game(system, rng, points)), variance) and _variants_finite(
                 system, rng, points):
             return system
-    raise RuntimeError(f"no 3D IFS with per-axis variance > {variance} in {max_tries} tries")
+    raise SearchFailed(f"no 3D IFS with per-axis variance > {variance} in {max_tries:,} tries")
 
 
 def _variants_finite(system: np.ndarray, rng: np.random.Generator, points: int) -> bool:
