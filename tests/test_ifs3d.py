@@ -136,8 +136,10 @@ def test_a_search_that_finds_nothing_is_one_user_error(monkeypatch):
     with pytest.raises(ifs3d.SearchFailed):
         ifs3d.search_system(np.random.default_rng(0), variance=0.99, max_tries=20)
 
+    search = ifs3d.search_system
+
     def hopeless(rng, variance, points):
-        return ifs3d.search_system(rng, variance, points, max_tries=5)
+        return search(rng, variance, points, max_tries=5)
 
     monkeypatch.setattr(ifs3d, "search_system", hopeless)
     with pytest.raises(UserError, match="--variance"):
