@@ -23,7 +23,7 @@ class RASampler(Sampler):
         self.seed = seed
         self.repeats = repeats
         self.epoch = 0
-        self.num_samples = int(math.ceil(dataset_len * repeats / num_replicas))
+        self.num_samples = math.ceil(dataset_len * repeats / num_replicas)
         self.num_selected = dataset_len // num_replicas
 
     def set_epoch(self, epoch: int) -> None:

@@ -55,8 +55,7 @@ class ShardDataset(IterableDataset):
 
     def _samples(self, url: str):
         try:
-            for sample in wds.tarfile_to_samples(handler=wds.reraise_exception)([{"url": url}]):
-                yield sample
+            yield from wds.tarfile_to_samples(handler=wds.reraise_exception)([{"url": url}])
         except (tarfile.TarError, OSError, EOFError) as err:
             raise UserError(f"shard {url} is missing, truncated or corrupt ({err}); re-write or remove it") from None
 

@@ -120,7 +120,7 @@ def unwrap_state_dict(ckpt) -> dict:
         sd = ckpt
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError("checkpoint holds no model weights (expected state_dict, model or a plain state dict)")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k.removeprefix("module.")): v for k, v in sd.items()}
 
 
 def head_names(model) -> list[str]:

@@ -88,7 +88,7 @@ def build_val_data(args, info, model, train_data: TrainData):
 def make_loader(args, info, data, train: bool = True):
     """Training: drop_last, RASampler / DistributedSampler / shuffle. Workers are not persistent, so each
     epoch's worker seeds come from the per-epoch RNG and a resumed run replays the same augmentation."""
-    common = dict(num_workers=args.workers, pin_memory=args.pin_mem and info.device.type == "cuda")
+    common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda"}
     if not train:
         sampler = samplers.ShardSampler(len(data), info.world_size, info.rank)
         bs = args.batch_size * getattr(args, "validation_batch_size_multiplier", 1)

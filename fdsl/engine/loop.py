@@ -68,7 +68,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, schedule, ctx: LoopContex
         with ctx.autocast():
             loss = loss_fn(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
-        params = lambda: model_parameters(model, exclude_head=ctx.clip_mode == "agc")  # noqa: E731
+        params = lambda: model_parameters(model, exclude_head=ctx.clip_mode == "agc")
         if ctx.scaler is not None:
             ctx.scaler.scale(loss).backward()
             if ctx.clip_grad is not None:

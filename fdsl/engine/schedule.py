@@ -7,7 +7,13 @@ the published factory. Fixed here: an unknown --sched is an error instead of a c
 """
 from __future__ import annotations
 
-from timm.scheduler import CosineLRScheduler, PlateauLRScheduler, PolyLRScheduler, StepLRScheduler, TanhLRScheduler
+from timm.scheduler import (
+    CosineLRScheduler,
+    PlateauLRScheduler,
+    PolyLRScheduler,
+    StepLRScheduler,
+    TanhLRScheduler,
+)
 
 from fdsl.errors import UserError
 
@@ -59,13 +65,13 @@ def build(args, optimizer, iters_per_epoch: int) -> Schedule:
         warmup_t = args.warmup_iter if args.warmup_iter > 0 else args.warmup_epochs * iters_per_epoch
     else:
         warmup_t = args.warmup_epochs
-    common = dict(
-        warmup_t=warmup_t, warmup_lr_init=args.warmup_lr, t_in_epochs=not per_iter,
-        noise_range_t=_noise_range(args, scale), noise_pct=args.lr_noise_pct, noise_std=args.lr_noise_std,
-        noise_seed=args.seed,
-    )
-    cycle = dict(t_initial=args.epochs * scale, lr_min=args.min_lr, cycle_mul=args.lr_cycle_mul,
-                 cycle_decay=args.decay_rate, cycle_limit=args.lr_cycle_limit, warmup_prefix=False)
+    common = {
+        "warmup_t": warmup_t, "warmup_lr_init": args.warmup_lr, "t_in_epochs": not per_iter,
+        "noise_range_t": _noise_range(args, scale), "noise_pct": args.lr_noise_pct,
+        "noise_std": args.lr_noise_std, "noise_seed": args.seed,
+    }
+    cycle = {"t_initial": args.epochs * scale, "lr_min": args.min_lr, "cycle_mul": args.lr_cycle_mul,
+             "cycle_decay": args.decay_rate, "cycle_limit": args.lr_cycle_limit, "warmup_prefix": False}
     if name in ("cosine", "cosine_iter"):
         sched = CosineLRScheduler(optimizer, **cycle, **common)
     elif name in ("linear", "linear_iter"):

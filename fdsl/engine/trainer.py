@@ -16,9 +16,9 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
 from fdsl.engine import checkpoint, distributed, schedule
+from fdsl.engine.data import build_train_data, build_val_data, make_loader
 from fdsl.engine.logging import Summary, Trackers, print0
 from fdsl.engine.loop import LoopContext, NonFiniteLoss, evaluate, train_one_epoch
-from fdsl.engine.data import build_train_data, build_val_data, make_loader
 from fdsl.errors import UserError
 from fdsl.models import factory
 

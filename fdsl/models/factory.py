@@ -39,9 +39,9 @@ def create(args, num_classes: int) -> torch.nn.Module:
 
         near = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise UserError(f"unknown timm model {name!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
-    kwargs = dict(num_classes=num_classes, drop_rate=args.drop,
-                  drop_path_rate=args.drop_path if args.drop_path is not None else args.drop_connect,
-                  drop_block_rate=args.drop_block)
+    kwargs = {"num_classes": num_classes, "drop_rate": args.drop,
+              "drop_path_rate": args.drop_path if args.drop_path is not None else args.drop_connect,
+              "drop_block_rate": args.drop_block}
     kwargs.update(parse_model_kwargs(args.model_kwargs))
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     size = requested_img_size(args)
@@ -55,7 +55,7 @@ def create(args, num_classes: int) -> torch.nn.Module:
             kwargs.pop("img_size")  # CNNs take any input size
             return timm.create_model(name, pretrained=args.pretrained, **kwargs)
         raise UserError(f"model {name} does not accept these options ({err})") from None
-    except Exception as err:  # noqa: BLE001 - hub/cache errors come in many types
+    except Exception as err:  # hub/cache errors come in many types
         if args.pretrained:
             raise UserError(f"--pretrained: timm weights for {name} are not in the local cache and fdsl never "
                             f"downloads ({type(err).__name__}); pre-fetch them or pass --pretrained-path") from None
