@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fdsl.errors import UserError
+
 # (rank, world size, local rank) variable names per launcher, checked in this order.
 LAUNCHERS = (
     ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
@@ -64,14 +66,23 @@ def init(requested_device: str | None = None, backend: str = "nccl", timeout_s: 
     if info.distributed and not dist.is_initialized():
         addr = os.environ.get("MASTER_ADDR", "localhost")
         port = os.environ.get("MASTER_PORT", "8888")
-        dist.init_process_group(
-            backend=backend if info.device.type == "cuda" else "gloo",
-            init_method=f"tcp://{addr}:{port}",
-            world_size=info.world_size,
-            rank=info.rank,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
+        try:
+            _init_group(backend, info, addr, port, timeout_s)
+        except (RuntimeError, dist.DistError) as err:
+            raise UserError(f"rank {info.rank}/{info.world_size}: no process group at tcp://{addr}:{port} within "
+                            f"{timeout_s:.0f}s ({str(err).splitlines()[0][:120]}); did a peer fail, or are "
+                            "MASTER_ADDR/MASTER_PORT wrong?") from None
     return info
+
+
+def _init_group(backend: str, info: DistInfo, addr: str, port: str, timeout_s: float) -> None:
+    dist.init_process_group(
+        backend=backend if info.device.type == "cuda" else "gloo",
+        init_method=f"tcp://{addr}:{port}",
+        world_size=info.world_size,
+        rank=info.rank,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
 
 
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

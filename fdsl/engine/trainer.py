@@ -130,6 +130,12 @@ def run(args) -> int:
         _run(args, info)
         failed = False
         return 0
+    except (RuntimeError, torch.distributed.DistError) as err:
+        if not info.distributed:
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"rank {info.rank}/{info.world_size}: a peer process failed or stopped answering "
+                        f"({first}); see the other ranks' logs") from None
     finally:
         distributed.shutdown(info, failed)
 
