@@ -160,7 +160,8 @@ def load_pretrained(model, path: str, arch: str, log=print) -> None:
                 log(f"pretrained: dropping {key} {tuple(sd[key].shape)} (model has "
                     f"{tuple(own[key].shape) if key in own else 'none'})")
                 del sd[key]
-    if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+    pos, own_pos = sd.get("pos_embed"), own.get("pos_embed")
+    if pos is not None and own_pos is not None and pos.shape != own_pos.shape and pos.shape[-1] == own_pos.shape[-1]:
         log(f"pretrained: resizing pos_embed {tuple(sd['pos_embed'].shape)} -> {tuple(own['pos_embed'].shape)}")
         _resize_pos_embed(model, sd)
     mismatched = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
