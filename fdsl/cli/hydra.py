@@ -82,7 +82,8 @@ REQUIRED = ("mode", "output_dir", "data.baseinfo.num_classes", "data.trainset.ro
 
 
 def is_hydra(argv: list[str]) -> bool:
-    return any(OVERRIDE.match(a) for a in argv)
+    """key=value tokens and no --flags (`--model-kwargs k=v` is an argparse command line)."""
+    return any(OVERRIDE.match(a) for a in argv) and not any(a.startswith("-") for a in argv)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

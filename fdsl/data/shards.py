@@ -8,6 +8,7 @@ is bounded (not dataset_size), and a missing or truncated shard is one clear err
 from __future__ import annotations
 
 import io
+import os
 import random
 import tarfile
 
@@ -33,6 +34,26 @@ def default_size(pattern: str, num_classes: int) -> int:
     return num_classes * (2000 if "_2ki" in pattern else 1000)
 
 
+def read_local_tar(path: str):
+    """Samples of one tar ({'__key__', ext: bytes}), grouped by key. Unlike a plain tarfile stream this also
+    notices a file cut exactly at a member boundary: a complete tar ends with two zero blocks."""
+    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        sample: dict = {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = os.path.basename(member.name).partition(".")
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            sample.setdefault("__key__", key)
+            sample[ext] = tar.extractfile(member).read()
+        if os.path.getsize(path) < tar.offset + 2 * tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("no end-of-archive marker")
+        if sample:
+            yield sample
+
+
 class ShardDataset(IterableDataset):
     def __init__(self, pattern: str, transform, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle_buffer: int = 1000):
@@ -55,7 +76,10 @@ class ShardDataset(IterableDataset):
 
     def _samples(self, url: str):
         try:
-            yield from wds.tarfile_to_samples(handler=wds.reraise_exception)([{"url": url}])
+            if os.path.isfile(url):
+                yield from read_local_tar(url)
+            else:  # pipe:, http(s):, ... through webdataset's openers
+                yield from wds.tarfile_to_samples(handler=wds.reraise_exception)([{"url": url}])
         except (tarfile.TarError, OSError, EOFError) as err:
             raise UserError(f"shard {url} is missing, truncated or corrupt ({err}); re-write or remove it") from None
 

@@ -130,6 +130,11 @@ def run(args) -> int:
         _run(args, info)
         failed = False
         return 0
+    except UserError as err:
+        text = str(err).strip()
+        if "Original Traceback" in text:  # raised in a DataLoader worker: keep the message, drop the traceback
+            raise UserError(text.splitlines()[-1].removeprefix("fdsl.errors.UserError: ")) from None
+        raise
     except (RuntimeError, torch.distributed.DistError) as err:
         if not info.distributed:
             raise
