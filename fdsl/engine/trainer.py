@@ -185,7 +185,7 @@ def _run(args, info) -> None:
         ema = ModelEmaV3(model, decay=args.model_ema_decay)
     train_model = model
     if info.distributed:
-        if args.sync_bn:
+        if args.sync_bn and info.device.type == "cuda":  # SyncBatchNorm runs on CUDA only
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=device_ids)
