@@ -97,3 +97,13 @@ def test_worker_errors_keep_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith("fdsl pretrain: error:") and "unreadable images in a row" in last
+
+
+def test_randaugment_posterize_zero_bits_does_not_crash():
+    from PIL import Image
+
+    from fdsl.data import transforms
+
+    op = transforms.auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    out = op(Image.new("RGB", (8, 8), (200, 100, 50)))
+    assert out.getextrema() == ((0, 0), (0, 0), (0, 0))
