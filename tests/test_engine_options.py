@@ -30,7 +30,7 @@ def test_ema_channels_last_recovery_and_start_epoch(db, tmp_path, monkeypatch):
 
 def test_pretrained_without_cached_weights_is_one_clear_line(db, tmp_path):
     proc = run_cli("pretrain", db, *COMMON, "--pretrained", "--epochs", "1", "--output", tmp_path, check=False,
-                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "th")})
+                   env={"HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "th")})
     assert proc.returncode == 2 and "local cache" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 

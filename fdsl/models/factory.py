@@ -47,16 +47,34 @@ def create(args, num_classes: int) -> torch.nn.Module:
     size = requested_img_size(args)
     if size is not None and "img_size" not in kwargs:
         kwargs["img_size"] = size
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
+    _offline()
     try:
-        return timm.create_model(name, pretrained=args.pretrained, **kwargs)
+        return _create(name, args.pretrained, kwargs)
     except TypeError as err:
-        if "img_size" in kwargs and "img_size" in str(err):
-            kwargs.pop("img_size")  # CNNs take any input size
-            return timm.create_model(name, pretrained=args.pretrained, **kwargs)
-        raise UserError(f"model {name} does not accept these options ({err})") from None
+        if "img_size" not in kwargs or "img_size" not in str(err):
+            raise UserError(f"model {name} does not accept these options ({err})") from None
+    kwargs.pop("img_size")  # CNNs take any input size
+    return _create(name, args.pretrained, kwargs)
+
+
+def _offline() -> None:
+    """Never download at run time: huggingface_hub reads HF_HUB_OFFLINE at import, so set its constant too."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hf_constants
+
+        hf_constants.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
+def _create(name: str, pretrained: bool, kwargs: dict) -> torch.nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError:
+        raise
     except Exception as err:  # hub/cache errors come in many types
-        if args.pretrained:
+        if pretrained:
             raise UserError(f"--pretrained: timm weights for {name} are not in the local cache and fdsl never "
                             f"downloads ({type(err).__name__}); pre-fetch them or pass --pretrained-path") from None
         raise
