@@ -17,6 +17,9 @@ MODEL=(--model deit_tiny_patch16_224 --model-kwargs patch_size=4 embed_dim=128 d
 OPTIM=(-b 64 --opt adamw --lr 1e-3 --weight-decay 0.05 --sched cosine_iter --warmup-epochs 1 --min-lr 1e-5
        --smoothing 0.1 --scale 0.75 1.0 --ratio 0.9 1.1 --color-jitter 0 -j 1 --log-interval 20 --seed "$SEED")
 
+# the demo owns these three run folders: start them afresh (the engine refuses to overwrite a run otherwise)
+rm -rf "$WORK_DIR/runs/pretrain" "$WORK_DIR/runs/finetune_fdsl" "$WORK_DIR/runs/finetune_scratch"
+
 echo "== pre-training on $DB_DIR ($PRE_EPOCHS epochs)"
 "$PY" -m fdsl pretrain "$DB_DIR" "${MODEL[@]}" "${OPTIM[@]}" --drop-path 0.1 --hflip 0.5 \
     --epochs "$PRE_EPOCHS" --eval-metric loss --output "$WORK_DIR/runs" --experiment pretrain

@@ -126,3 +126,12 @@ def test_nan_loss_stops_cleanly_keeping_last_checkpoint(pretrain_db, tmp_path):
     assert proc.returncode != 0 and "last good checkpoint kept" in proc.stderr, proc.stderr
     kept = torch.load(tmp_path / "nan" / "last.pth.tar", weights_only=True)
     assert kept["epoch"] == good["epoch"] == 0
+
+
+def test_rerun_into_a_finished_run_is_refused_not_overwritten(pretrained_run, pretrain_db):
+    before = (pretrained_run / "last.pth.tar").stat().st_mtime_ns
+    proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, "-b", "8", "--epochs", "1",
+                   "--output", pretrained_run.parent, "--experiment", "pre", check=False)
+    assert proc.returncode == 2 and "--resume auto" in proc.stderr
+    assert (pretrained_run / "last.pth.tar").stat().st_mtime_ns == before
+    assert len(read_summary(pretrained_run)) == 2

@@ -172,6 +172,9 @@ def _run(args, info) -> None:
     saver = checkpoint.CheckpointSaver(run_dir, higher, args.checkpoint_hist, args.interval_saved_epochs)
     start_epoch = 0
     path = resume_path(args, run_dir)
+    if not path and os.path.isfile(os.path.join(run_dir, "last.pth.tar")):
+        raise UserError(f"{run_dir} already holds a run (last.pth.tar); pass --resume auto to continue it, "
+                        "or choose another --experiment/--output")
     done_epoch = resume(args, path, model, optimizer, scaler, saver, info) if path else None
     if done_epoch is not None:
         start_epoch = done_epoch + 1
