@@ -107,3 +107,14 @@ def test_randaugment_posterize_zero_bits_does_not_crash():
     op = transforms.auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
     out = op(Image.new("RGB", (8, 8), (200, 100, 50)))
     assert out.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
+def test_validation_labels_follow_the_training_classes(tmp_path):
+    make_folder(tmp_path / "train", classes=3, per_class=1)
+    make_folder(tmp_path / "val", classes=3, per_class=1)
+    import shutil
+
+    shutil.rmtree(tmp_path / "val" / "00000")
+    train = folder.ImageFolder(str(tmp_path / "train"))
+    val = folder.ImageFolder(str(tmp_path / "val"), classes=train.classes)
+    assert [t for _, t in val.samples] == [1, 2]

@@ -37,8 +37,9 @@ def has_split(root: str, split: str) -> bool:
     return find_split(root, split) != root
 
 
-def scan(root: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, class index) pairs and the class names found under root."""
+def scan(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) pairs and the class names found under root. With `classes` (the training set's),
+    labels follow that list, so a validation folder lacking a class keeps the right indices."""
     if not root or not os.path.isdir(root):
         raise UserError(f"data folder {root!r} does not exist; pass the dataset root (DIR/<class>/*.png)")
     by_label: dict[str, list[str]] = {}
@@ -50,15 +51,21 @@ def scan(root: str) -> tuple[list[tuple[str, int]], list[str]]:
             by_label.setdefault(label, []).extend(os.path.join(dirpath, f) for f in images)
     if not by_label:
         raise UserError(f"no .png/.jpg/.jpeg images under {root}; expected {root}/<class>/<image>.png")
-    classes = sorted(by_label, key=natural_key)
-    samples = [(path, idx) for idx, name in enumerate(classes) for path in sorted(by_label[name], key=natural_key)]
-    return samples, classes
+    found = sorted(by_label, key=natural_key)
+    if classes is None:
+        classes = found
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise UserError(f"{root} has classes the training set lacks: {', '.join(unknown[:5])}")
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [(path, index[name]) for name in found for path in sorted(by_label[name], key=natural_key)]
+    return samples, list(classes)
 
 
 class ImageFolder(Dataset):
-    def __init__(self, root: str, transform=None):
+    def __init__(self, root: str, transform=None, classes: list[str] | None = None):
         self.root = root
-        self.samples, self.classes = scan(root)
+        self.samples, self.classes = scan(root, classes)
         self.transform = transform
         self.bad_files = 0
 

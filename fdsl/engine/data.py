@@ -78,7 +78,8 @@ def build_val_data(args, info, model, train_data: TrainData):
         root = train_data.dataset.root
     else:
         return None
-    ds = folder.ImageFolder(root, transforms.eval_transform(train_data.cfg))
+    classes = train_data.dataset.classes if train_data.kind == "folder" else None
+    ds = folder.ImageFolder(root, transforms.eval_transform(train_data.cfg), classes)
     if len(ds.classes) > train_data.num_classes:
         raise UserError(f"validation folder {root} has {len(ds.classes)} classes, more than the model's "
                         f"{train_data.num_classes}")

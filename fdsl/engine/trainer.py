@@ -47,7 +47,7 @@ def run_dir_of(args) -> str:
 def plain_args(args) -> dict:
     """args as a dict of plain values: loads with torch.load(weights_only=True) and dumps as YAML."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if v is None or isinstance(v, (str, int, float, bool, list, tuple))}
+            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
 
 
 def build_optimizer(args, model):
