@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 import yaml
-from engine_util import TINY_VIT, make_folder, read_summary, run_cli
+from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
 from PIL import Image
 
 from fdsl.cli import hydra

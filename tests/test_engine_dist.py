@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from engine_util import REPO, TINY_VIT, make_folder, read_summary
+from test_engine_util import REPO, TINY_VIT, make_folder, read_summary
 
 ARGS = [*TINY_VIT, "-j", "0", "-b", "4", "--epochs", "2", "--opt", "adamw", "--lr", "1e-3", "--sched", "cosine_iter",
         "--warmup-epochs", "1", "--repeated-aug", "--mixup", "0.8", "--cutmix", "1.0", "--log-interval", "2",

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from engine_util import TINY_VIT, make_folder, run_cli
+from test_engine_util import TINY_VIT, make_folder, run_cli
 
 from fdsl.cli.main import main
 
@@ -18,7 +18,7 @@ def db(tmp_path_factory):
 def test_ema_channels_last_recovery_and_start_epoch(db, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert main(["pretrain", db, *COMMON, "--epochs", "3", "--start-epoch", "1", "--model-ema", "--channels-last",
-                 "--recovery-interval", "2", "--checkpoint-hist", "1", "--output", str(tmp_path),
+                 "--recovery-interval", "2", "--checkpoint-hist", "1", "--save-images", "--output", str(tmp_path),
                  "--experiment", "o"]) == 0
     run = tmp_path / "o"
     ckpt = torch.load(run / "last.pth.tar", weights_only=True)
@@ -26,6 +26,7 @@ def test_ema_channels_last_recovery_and_start_epoch(db, tmp_path, monkeypatch):
     assert len([f for f in os.listdir(run) if f.startswith("checkpoint-")]) == 1  # --checkpoint-hist 1
     assert len([f for f in os.listdir(run) if f.startswith("recovery-")]) == 2  # the two newest are kept
     assert not any(f.endswith(".tmp") or ".tmp" in f for f in os.listdir(run))
+    assert "train-batch-0.jpg" in os.listdir(run)
 
 
 def test_pretrained_without_cached_weights_is_one_clear_line(db, tmp_path):

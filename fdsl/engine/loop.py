@@ -35,6 +35,7 @@ class LoopContext:
     ema: object = None
     trackers: object = None
     on_step: object = None  # callback(epoch, batch_idx) for recovery checkpoints
+    save_images_dir: str | None = None  # --save-images: rank 0 writes train-batch-<idx>.jpg at log steps
     epochs: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -88,6 +89,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn, schedule, ctx: LoopContex
         num_updates = epoch * steps + batch_idx + 1
         if batch_idx % ctx.log_interval == 0 or batch_idx == steps - 1:
             _log_step(ctx, epoch, batch_idx, steps, loss, optimizer, images.shape[0], timer, num_updates)
+            if ctx.save_images_dir and info.is_main:
+                _save_batch(images, ctx.save_images_dir, batch_idx)
         if ctx.on_step is not None:
             ctx.on_step(epoch, batch_idx)
         schedule.after_update(num_updates)
@@ -113,6 +116,16 @@ def _log_step(ctx, epoch, batch_idx, steps, loss, optimizer, batch_size, timer, 
                  f"{batch_size * info.world_size / max(per_step, 1e-9):.1f} img/s ETA {format_eta(remaining * per_step)}")
     if ctx.trackers is not None:
         ctx.trackers.log({"iter": num_updates, "lr": lr, "train_loss_step": value}, step=num_updates)
+
+
+def _save_batch(images, folder: str, batch_idx: int) -> None:
+    import os
+
+    from torchvision.utils import save_image
+
+    os.makedirs(folder, exist_ok=True)
+    save_image(images.detach().float().cpu(), os.path.join(folder, f"train-batch-{batch_idx}.jpg"), padding=0,
+               normalize=True)
 
 
 @torch.no_grad()

@@ -162,6 +162,8 @@ def _run(args, info) -> None:
     iters = len(train_loader)
 
     schedule.scale_lr(args, args.batch_size * info.world_size)
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     model.to(info.device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -229,7 +231,8 @@ def _run(args, info) -> None:
     ctx = LoopContext(info=info, amp_dtype=amp_dtype, scaler=scaler, mixup_fn=mixup_fn, clip_grad=args.clip_grad,
                       clip_mode=args.clip_mode, log_interval=max(1, args.log_interval),
                       channels_last=args.channels_last, ema=ema, trackers=trackers,
-                      on_step=recovery if args.recovery_interval else None, epochs=total_epochs)
+                      on_step=recovery if args.recovery_interval else None, epochs=total_epochs,
+                      save_images_dir=run_dir if args.save_images else None)
     try:
         for epoch in range(start_epoch, total_epochs):
             seed_epoch(args.seed, info.rank, epoch)
