@@ -8,8 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 import yaml
-from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
 from PIL import Image
+from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
 
 from fdsl.cli import hydra
 from fdsl.cli.args import build_parser, parse
