@@ -5,6 +5,8 @@ pure function of the database seed and a resumed run sees the same images. Uses 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
@@ -24,7 +26,17 @@ class OnTheFlyDataset(Dataset):
 
     @classmethod
     def from_registry(cls, name: str, num_classes: int, size: int, seed: int, instances_per_class: int, transform):
-        return cls(registry.create(name, classes=num_classes, size=size, seed=seed), instances_per_class, transform)
+        # The DataLoader workers are the parallelism here; a renderer's own thread pool (numba) would only
+        # compete with training for the cores. Read by numba at its first import.
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        ds = cls(registry.create(name, classes=num_classes, size=size, seed=seed), instances_per_class, transform)
+        ds.warm_up()
+        return ds
+
+    def warm_up(self) -> None:
+        """Render one image here, so JIT-compiled renderers (numba) are compiled once in the parent and
+        inherited by every forked worker instead of being recompiled by each worker every epoch."""
+        self[0]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -3,6 +3,7 @@ sampler and DataLoader, plus the validation folder. Bad input is checked here, b
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -117,5 +118,11 @@ def make_loader(args, info, data, train: bool = True):
 
 
 def _worker_init(worker_id: int) -> None:
+    """One thread per worker for every library that keeps a thread pool (torch, numba, OpenCV): the workers
+    are the parallelism, and extra pool threads only compete with the training process for the cores."""
     torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(1)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)
