@@ -94,8 +94,8 @@ def amp_setup(args, info):
     return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
 
 
-def resume(args, path, model, optimizer, scaler, saver, info) -> int | None:
-    """Restore model, optimiser, scaler and saver state; return the epoch the checkpoint finished."""
+def resume(args, path, model, optimizer, scaler, saver, info) -> dict:
+    """Restore model, optimiser, scaler and saver state; return the checkpoint."""
     ckpt = checkpoint.load(path)
     sd = checkpoint.unwrap_state_dict(ckpt)
     try:
@@ -111,7 +111,7 @@ def resume(args, path, model, optimizer, scaler, saver, info) -> int | None:
             scaler.load_state_dict(ckpt["amp_scaler"])
     saver.load_state_dict(ckpt.get("saver") if isinstance(ckpt, dict) else None)
     print0(info, f"resumed from {path} (epoch {ckpt.get('epoch')})")
-    return ckpt.get("epoch") if isinstance(ckpt, dict) else None
+    return ckpt if isinstance(ckpt, dict) else {}
 
 
 def resume_path(args, run_dir: str) -> str | None:
@@ -177,7 +177,8 @@ def _run(args, info) -> None:
     if not path and os.path.isfile(os.path.join(run_dir, "last.pth.tar")):
         raise UserError(f"{run_dir} already holds a run (last.pth.tar); pass --resume auto to continue it, "
                         "or choose another --experiment/--output")
-    done_epoch = resume(args, path, model, optimizer, scaler, saver, info) if path else None
+    resumed = resume(args, path, model, optimizer, scaler, saver, info) if path else {}
+    done_epoch = resumed.get("epoch")
     if done_epoch is not None:
         start_epoch = done_epoch + 1
     if args.start_epoch is not None:
@@ -188,6 +189,8 @@ def _run(args, info) -> None:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=args.model_ema_decay)
+        if "state_dict_ema" in resumed:
+            ema.module.load_state_dict(resumed["state_dict_ema"])
     train_model = model
     if info.distributed:
         if args.sync_bn and info.device.type == "cuda":  # SyncBatchNorm runs on CUDA only
