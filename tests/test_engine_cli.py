@@ -213,3 +213,15 @@ def test_unknown_hydra_key_is_one_clear_line(data):
                    "data.trainset.root=y", "data.baseinfo.num_classes=3", "model.optim.lr=1", check=False)
     assert proc.returncode == 2 and "did you mean model.optim.learning_rate" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_top_level_scripts_only_parse_and_call(tmp_path):
+    import subprocess
+    import sys
+
+    from test_engine_util import REPO
+
+    for script in ("pretrain.py", "finetune.py"):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True, text=True,
+                              cwd=tmp_path, check=False)
+        assert proc.returncode == 0 and "--batch-size" in proc.stdout and "--interval-saved-epochs" in proc.stdout

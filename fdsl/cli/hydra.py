@@ -155,6 +155,9 @@ def to_args(argv: list[str]):
     """An argparse Namespace of the finetune parser, filled from the composed hydra config."""
     c = compose(parse_overrides(argv))
     finetune = c["mode"] == "finetune"
+    if "3d-ofdb" in str(c["data.baseinfo.name"]):
+        raise UserError("data.baseinfo.name containing '3d-ofdb' selects 1p-frac's one-sample-per-folder "
+                        "dataset, which fdsl does not support; render 3D-OFDB views into class folders instead")
     args = cli_args.parse("finetune", [])
     a = {
         "kind": "finetune" if finetune else "pretrain",
