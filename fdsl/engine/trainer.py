@@ -245,7 +245,8 @@ def _run(args, info) -> None:
             train_metrics = train_one_epoch(train_model, train_loader, optimizer, loss_fn, sched, ctx, epoch)
             row = {"epoch": epoch, "train_loss": train_metrics["loss"]}
             if val_loader is not None:
-                eval_metrics = evaluate(train_model, val_loader, ctx, num_classes)
+                # the unwrapped model: ranks may hold different batch counts, and DDP's forward may sync buffers
+                eval_metrics = evaluate(model, val_loader, ctx, num_classes)
                 row.update({f"eval_{k}": v for k, v in eval_metrics.items()})
                 print0(info, "eval: epoch {} loss {:.4f} top1 {:.2f}".format(epoch, eval_metrics["loss"],
                                                                                eval_metrics["top1"])
