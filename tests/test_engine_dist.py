@@ -55,6 +55,18 @@ def test_mpirun_two_processes(db, tmp_path):
     check_run(proc, tmp_path / "mpi")
 
 
+def test_torchrun_finetune_validates_uneven_shards(tmp_path):
+    """15 validation images over 2 ranks (8 + 7), a model with BatchNorm buffers; every image counted once."""
+    root = make_folder(tmp_path / "ft", classes=5, per_class=3, splits=("train", "val"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "fdsl", "finetune", root, "--model", "resnet18", "--img-size", "16", "-b", "2", "--epochs", "1",
+           "-j", "0", "--sched", "none", "--dist-timeout", "60", "--output", str(tmp_path), "--experiment", "ft"]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    top1 = float(read_summary(tmp_path / "ft")[0]["eval_top1"])
+    assert abs(top1 * 15 / 100 - round(top1 * 15 / 100)) < 1e-6  # a whole number of the 15 images
+
+
 def test_a_failed_rank_does_not_hang_the_others(db, tmp_path):
     """Rank 1 dies on bad input before joining; rank 0 gives up after --dist-timeout with one line."""
     port = str(free_port())
