@@ -80,7 +80,8 @@ def test_finetune_from_published_checkpoint(pretrained_run, finetune_db, tmp_pat
                  "optimizer": ours["optimizer"], "args": argparse.Namespace(model="deit_tiny_patch16_224", lr=1e-3)}
     torch.save(published, tmp_path / "published.pth.tar")
     torch.save(ours["state_dict"], tmp_path / "plain.pth")
-    for name in ("published.pth.tar", "plain.pth"):
+    torch.save({"model": ours["state_dict"], "epoch": 3}, tmp_path / "hydra_trainer.pth")  # VA/1p-frac format
+    for name in ("published.pth.tar", "plain.pth", "hydra_trainer.pth"):
         proc = run_cli("finetune", finetune_db, *TINY_VIT, *FAST, "-b", "8", "--epochs", "1",
                        "--pretrained-path", tmp_path / name, "--output", tmp_path / "runs", "--experiment", name)
         assert "loaded 18 tensors" in proc.stdout, proc.stdout
