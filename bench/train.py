@@ -1,0 +1,145 @@
+"""Training throughput: the engine's step (fdsl.engine.loop.train_one_epoch on synthetic tensors, data
+excluded) against a bare timm forward/backward/step loop on the same model, batch and device; then the data
+pipeline (a folder of PNGs, the engine's training transform, N workers) in images/s against the step.
+
+    PYTHONPATH=. python bench/train.py                       # CPU: the demo's small ViT at 32 px
+    PYTHONPATH=. python bench/train.py --device cuda --model deit_tiny_patch16_224 --img-size 224 \\
+        --model-kwargs --batch-size 128 --amp
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.optim import create_optimizer_v2
+
+from fdsl.cli.args import parse
+from fdsl.data.folder import ImageFolder
+from fdsl.data.transforms import data_config, train_transform
+from fdsl.engine import distributed, schedule
+from fdsl.engine.loop import LoopContext, train_one_epoch
+from fdsl.models import factory
+
+
+def options():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", default="deit_tiny_patch16_224")
+    p.add_argument("--model-kwargs", nargs="*", default=["patch_size=4", "embed_dim=128", "depth=4", "num_heads=4"])
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3, help="alternating bare/engine repeats (median reported)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA in both loops")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data", default=None, help="PNG folder for the data benchmark (default: a temporary one)")
+    p.add_argument("--data-images", type=int, default=1024)
+    return p.parse_args()
+
+
+def engine_args(o):
+    argv = ["--model", o.model, "--img-size", str(o.img_size), "-b", str(o.batch_size), "--opt", "adamw",
+            "--lr", "1e-3", "--weight-decay", "0.05", "--smoothing", "0", "--sched", "none", "-j", str(o.workers),
+            "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--remode", "pixel", "--hflip", "0"]
+    if o.model_kwargs:
+        argv += ["--model-kwargs", *o.model_kwargs]
+    return parse("pretrain", argv)
+
+
+def batches(o, device, n):
+    x = torch.randn(o.batch_size, 3, o.img_size, o.img_size, device=device)
+    y = torch.randint(0, 1000, (o.batch_size,), device=device)
+    return [(x, y)] * n
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_bare(model, opt, data, device, amp):
+    loss_fn = torch.nn.CrossEntropyLoss()
+    sync(device)
+    start = time.perf_counter()
+    for x, y in data:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_engine(model, opt, data, ctx, args):
+    sched = schedule.build(args, opt, len(data))
+    sync(ctx.info.device)
+    start = time.perf_counter()
+    train_one_epoch(model, data, opt, torch.nn.CrossEntropyLoss(), sched, ctx, epoch=0)
+    sync(ctx.info.device)
+    return time.perf_counter() - start
+
+
+def step_benchmark(o, args):
+    device = torch.device(o.device)
+    info = distributed.DistInfo(device=device)
+    model = factory.create(args, 1000).to(device)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
+    ctx = LoopContext(info=info, amp_dtype=torch.bfloat16 if o.amp else None, log_interval=10**9, epochs=1)
+    warm = batches(o, device, 5)
+    time_bare(model, opt, warm, device, o.amp)
+    time_engine(model, opt, warm, ctx, args)
+    data = batches(o, device, o.steps)
+    bare, eng = [], []
+    for _ in range(o.repeats):
+        bare.append(o.steps * o.batch_size / time_bare(model, opt, data, device, o.amp))
+        eng.append(o.steps * o.batch_size / time_engine(model, opt, data, ctx, args))
+    return statistics.median(bare), statistics.median(eng)
+
+
+def make_pngs(root, n, size):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = os.path.join(root, f"{i % 10:05d}")
+        os.makedirs(d, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(os.path.join(d, f"{i:05d}.png"))
+
+
+def data_benchmark(o, args, root):
+    model = factory.create(args, 10)
+    ds = ImageFolder(root, train_transform(args, data_config(args, model)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=o.batch_size, shuffle=True, num_workers=o.workers,
+                                         drop_last=True)
+    it = iter(loader)
+    next(it)  # workers started
+    start, seen = time.perf_counter(), 0
+    for x, _ in it:
+        seen += x.shape[0]
+    return seen / (time.perf_counter() - start), len(ds)
+
+
+def main():
+    o = options()
+    args = engine_args(o)
+    torch.manual_seed(0)
+    bare, eng = step_benchmark(o, args)
+    print(f"device {o.device}, threads {torch.get_num_threads()}, model {o.model} {' '.join(o.model_kwargs)} "
+          f"@ {o.img_size}px, batch {o.batch_size}, amp {o.amp}")
+    print(f"train step: bare timm loop {bare:9.1f} img/s | fdsl engine {eng:9.1f} img/s | ratio {eng / bare:.3f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = o.data or tmp
+        if not o.data:
+            make_pngs(tmp, o.data_images, o.img_size)
+        rate, n = data_benchmark(o, args, root)
+    print(f"data: {n} PNGs, {o.workers} workers, RandAugment+RandomErasing: {rate:9.1f} img/s "
+          f"= {rate / eng:.2f}x the engine step")
+
+
+if __name__ == "__main__":
+    main()

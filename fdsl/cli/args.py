@@ -1,0 +1,211 @@
+"""The published pretrain.py / finetune.py flag table (spec training.md 1.2, 3.1) plus fdsl's additions.
+
+Names, types and defaults follow the published parsers; where the published behaviour is a defect
+(spec section 5) the fix is noted next to the flag and in docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+
+import yaml
+
+from fdsl.errors import UserError
+
+# Spellings the published READMEs use that their parser rejected (D3); both are accepted here.
+ALIASES = {"--interval_saved_epochs": "--interval-saved-epochs", "--dataset-size": "--dataset_size"}
+
+
+def _add_dataset_model(p: argparse.ArgumentParser, finetune: bool) -> None:
+    g = p.add_argument_group("dataset / model")
+    g.add_argument("data_dir", metavar="DIR", nargs="?", default=None,
+                   help="dataset root (train/ and val/ or validation/ are searched; not read with -w or --synthetic)")
+    g.add_argument("--dataset", "-d", default="", help="dataset type; '' = recursive image folder")
+    g.add_argument("--train-split", default="train", help="training subfolder searched under DIR")
+    g.add_argument("--val-split", default="validation", help="validation subfolder (val/ is also tried)")
+    g.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
+    g.add_argument("--pretrained", action="store_true", help="timm weights from the local cache (never downloaded)")
+    g.add_argument("--resume", default="", help="checkpoint to resume from, or 'auto' for <output>/<experiment>/last.pth.tar")
+    g.add_argument("--no-resume-opt", action="store_true", help="on resume, do not restore optimizer/scaler state")
+    g.add_argument("--num-classes", type=int, default=None, help="head size (default: classes found in the data)")
+    g.add_argument("--img-size", type=int, default=None, help="input image side (also passed to the model)")
+    g.add_argument("--input-size", type=int, nargs=3, default=None, metavar="N", help="C H W input size")
+    g.add_argument("--mean", type=float, nargs="+", default=None, metavar="MEAN")
+    g.add_argument("--std", type=float, nargs="+", default=None, metavar="STD")
+    g.add_argument("--interpolation", default="", help="eval resize interpolation (model default otherwise)")
+    g.add_argument("-b", "--batch-size", type=int, default=32, help="batch size PER PROCESS (global = b x world)")
+    if finetune:
+        g.add_argument("--pretrained-path", default="", help="checkpoint to initialise from (fdsl, published or state dict)")
+        g.add_argument("--crop-pct", type=float, default=None, help="eval center-crop fraction")
+        g.add_argument("-vb", "--validation-batch-size-multiplier", type=int, default=1, help="eval batch = vb x b")
+    else:
+        g = p.add_argument_group("webdataset")
+        g.add_argument("-w", "--webdataset", action="store_true", help="read .tar shards (<key>.png + <key>.cls)")
+        g.add_argument("--trainshards", default=None, help="brace pattern, e.g. /P/SHARDS-{000000..000099}.tar")
+        g.add_argument("--dataset_size", type=int, default=None,
+                       help="samples per epoch (also --dataset-size); default num_classes x 1000 (x 2000 with _2ki)")
+
+
+def _add_optimizer_schedule(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--opt", default="sgd", help="timm optimizer ('sgd' is Nesterov SGD, 'momentum' plain)")
+    g.add_argument("--opt-eps", type=float, default=None)
+    g.add_argument("--opt-betas", type=float, nargs="+", default=None)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--clip-grad", type=float, default=None, help="gradient clipping value (off by default)")
+    g.add_argument("--clip-mode", default="norm", choices=["norm", "value", "agc"])
+    g = p.add_argument_group("learning-rate schedule")
+    g.add_argument("--sched", default="step", help="cosine, tanh, step, plateau, cosine_iter, linear, linear_iter, none")
+    g.add_argument("--lr", type=float, default=0.01, help="peak LR (not scaled by batch size)")
+    g.add_argument("--lr-noise", type=float, nargs="+", default=None)
+    g.add_argument("--lr-noise-pct", type=float, default=0.67)
+    g.add_argument("--lr-noise-std", type=float, default=1.0)
+    g.add_argument("--lr-cycle-mul", type=float, default=1.0)
+    g.add_argument("--lr-cycle-limit", type=int, default=1)
+    g.add_argument("--warmup-lr", type=float, default=1e-4)
+    g.add_argument("--min-lr", type=float, default=1e-5)
+    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--epoch-repeats", type=float, default=0.0, help="accepted, ignored (as published for folders)")
+    g.add_argument("--start-epoch", type=int, default=None)
+    g.add_argument("--decay-epochs", type=float, default=30)
+    g.add_argument("--warmup-epochs", type=int, default=3)
+    g.add_argument("--warmup-iter", type=int, default=0, help="warmup iterations for *_iter schedules (replaces epochs)")
+    g.add_argument("--cooldown-epochs", type=int, default=0)
+    g.add_argument("--patience-epochs", type=int, default=10)
+    g.add_argument("--decay-rate", "--dr", type=float, default=0.1)
+
+
+def _add_augmentation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("augmentation / regularisation")
+    g.add_argument("--no-aug", action="store_true")
+    g.add_argument("--scale", type=float, nargs="+", default=[0.08, 1.0])
+    g.add_argument("--ratio", type=float, nargs="+", default=[3.0 / 4.0, 4.0 / 3.0])
+    g.add_argument("--hflip", type=float, default=0.5)
+    g.add_argument("--vflip", type=float, default=0.0)
+    g.add_argument("--color-jitter", type=float, default=0.4, help="ignored when --aa is set")
+    g.add_argument("--aa", default=None, help="AutoAugment/RandAugment spec, e.g. rand-m9-mstd0.5-inc1")
+    g.add_argument("--aug-splits", type=int, default=0)
+    g.add_argument("--jsd", action="store_true")
+    g.add_argument("--reprob", type=float, default=0.0)
+    g.add_argument("--remode", default="const")
+    g.add_argument("--recount", type=int, default=1)
+    g.add_argument("--resplit", action="store_true")
+    g.add_argument("--mixup", type=float, default=0.0)
+    g.add_argument("--cutmix", type=float, default=0.0)
+    g.add_argument("--cutmix-minmax", type=float, nargs="+", default=None)
+    g.add_argument("--mixup-prob", type=float, default=1.0)
+    g.add_argument("--mixup-switch-prob", type=float, default=0.5)
+    g.add_argument("--mixup-mode", default="batch")
+    g.add_argument("--mixup-off-epoch", type=int, default=0)
+    g.add_argument("--smoothing", type=float, default=0.1)
+    g.add_argument("--train-interpolation", default="random")
+    g.add_argument("--drop", type=float, default=0.0)
+    g.add_argument("--drop-connect", type=float, default=None, help="deprecated alias of --drop-path")
+    g.add_argument("--drop-path", type=float, default=None)
+    g.add_argument("--drop-block", type=float, default=None)
+    g.add_argument("--repeated-aug", action="store_true", help="3x repeated-augmentation sampler (also on one process)")
+
+
+def _add_misc(p: argparse.ArgumentParser, finetune: bool) -> None:
+    g = p.add_argument_group("misc / infrastructure")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--dist-backend", default="nccl", help="used on CUDA; CPU runs always use gloo")
+    g.add_argument("--log-interval", type=int, default=50)
+    g.add_argument("--recovery-interval", type=int, default=0)
+    g.add_argument("--checkpoint-hist", type=int, default=10)
+    g.add_argument("--interval-saved-epochs", type=int, default=None,
+                   help="keep held-checkpoint-<epoch>.pth.tar every K epochs (also --interval_saved_epochs)")
+    g.add_argument("-j", "--workers", type=int, default=4, help="DataLoader worker processes per rank")
+    g.add_argument("--save-images", action="store_true")
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
+    g.add_argument("--apex-amp", action="store_true", help="accepted; native AMP is used")
+    g.add_argument("--native-amp", action="store_true")
+    g.add_argument("--pin-mem", action="store_true")
+    g.add_argument("--no-prefetcher", action="store_true", help="accepted; fdsl needs no CUDA prefetcher")
+    g.add_argument("--output", default="./output", help="output root (default ./output)")
+    g.add_argument("--experiment", default="", help="run subfolder (default: <date>-<model>-<size>)")
+    g.add_argument("--eval-metric", default="top1" if finetune else "loss",
+                   help="checkpoint ranking metric (top1 for finetune; pretrain has only loss)")
+    g.add_argument("--log-wandb", action="store_true", help="log to wandb (offline unless WANDB_MODE is set)")
+    g.add_argument("--project-name", default="YOUR_WANDB_PPOJECT_NAME")
+    g.add_argument("--group-name", default="YOUR_WANDB_GROUP_NAME")
+    g.add_argument("--entity-name", default="YOUR_WANDB_ENTITY_NAME")
+    g.add_argument("--pause", type=int, default=None, help="stop after this many epochs from the start epoch")
+
+
+def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
+    g = p.add_argument_group("fdsl additions")
+    g.add_argument("--config", default=None, help="YAML recipe (configs/); flags on the command line override it")
+    g.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra timm model kwargs, e.g. patch_size=4 embed_dim=128 depth=4")
+    g.add_argument("--amp-dtype", default="float16", choices=["float16", "bfloat16"])
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--torch-compile", action="store_true")
+    g.add_argument("--sync-bn", action="store_true")
+    g.add_argument("--model-ema", action="store_true", help="keep an EMA of the weights (state_dict_ema)")
+    g.add_argument("--model-ema-decay", type=float, default=0.9998)
+    g.add_argument("--dist-timeout", type=float, default=600.0, help="seconds before a stuck collective fails")
+    g.add_argument("--lr-scale-batch", type=int, default=None,
+                   help="scale lr, warmup-lr, min-lr by global batch / N (the hydra trainers use 512)")
+    g.add_argument("--log-tensorboard", action="store_true")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--train-dir", default=None, help="explicit training folder (no split search)")
+    g.add_argument("--val-dir", default=None, help="explicit validation folder")
+    if not finetune:
+        g.add_argument("--synthetic", default=None, metavar="DB",
+                       help="render database DB on the fly in the DataLoader workers (no files)")
+        g.add_argument("--synthetic-instances", type=int, default=1000, help="images per class per epoch")
+        g.add_argument("--synthetic-size", type=int, default=None, help="render size (default: input size)")
+        g.add_argument("--synthetic-seed", type=int, default=0, help="database seed")
+
+
+def build_parser(kind: str) -> argparse.ArgumentParser:
+    finetune = kind == "finetune"
+    p = argparse.ArgumentParser(prog=f"fdsl {kind}", description=f"{kind} a timm model (published {kind}.py flags)")
+    _add_dataset_model(p, finetune)
+    _add_optimizer_schedule(p)
+    _add_augmentation(p)
+    _add_misc(p, finetune)
+    _add_fdsl(p, finetune)
+    return p
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    out = []
+    for a in argv:
+        name, eq, value = a.partition("=")
+        out.append(ALIASES.get(name, name) + eq + value if name.startswith("--") else a)
+    return out
+
+
+def load_config(parser: argparse.ArgumentParser, path: str) -> dict:
+    """A YAML recipe: keys are flag dest names (dashes allowed); unknown keys are one clear error."""
+    if not os.path.isfile(path):
+        raise UserError(f"--config {path}: no such file")
+    with open(path) as f:
+        recipe = yaml.safe_load(f) or {}
+    if not isinstance(recipe, dict):
+        raise UserError(f"--config {path}: expected a mapping of flag: value")
+    valid = {a.dest for a in parser._actions if a.dest != "help"}
+    out = {}
+    for key, value in recipe.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        dest = {"interval_saved_epochs": "interval_saved_epochs"}.get(dest, dest)
+        if dest not in valid:
+            near = difflib.get_close_matches(dest, sorted(valid), n=3)
+            raise UserError(f"--config {path}: unknown key {key!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+        out[dest] = value
+    return out
+
+
+def parse(kind: str, argv: list[str]) -> argparse.Namespace:
+    parser = build_parser(kind)
+    argv = normalize_argv(argv)
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**load_config(parser, pre.config))
+    args = parser.parse_args(argv)
+    args.kind = kind
+    return args

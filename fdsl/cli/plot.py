@@ -1,0 +1,55 @@
+"""`fdsl plot RUN_DIR [RUN_DIR ...] [-o curves.png]`: loss and accuracy curves from summary.csv to a PNG."""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+
+from fdsl.errors import UserError
+
+
+def read(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "summary.csv")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist; pass a run directory (<output>/<experiment>)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise UserError(f"{path} has no epochs yet")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fdsl plot", description=__doc__)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--out", default=None, help="PNG path (default: <first run>/curves.png)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {os.path.basename(os.path.normpath(r)): read(r) for r in args.runs}
+    has_acc = any("eval_top1" in rows[0] for rows in runs.values())
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    loss_ax = axes[0][0]
+    for name, rows in runs.items():
+        epochs = [int(r["epoch"]) for r in rows]
+        for key, style in (("train_loss", "-"), ("eval_loss", "--")):
+            if key in rows[0]:
+                loss_ax.plot(epochs, [float(r[key]) for r in rows], style, label=f"{name} {key}")
+        if has_acc and "eval_top1" in rows[0]:
+            for key, style in (("eval_top1", "-"), ("eval_top5", ":")):
+                if key in rows[0]:
+                    axes[0][1].plot(epochs, [float(r[key]) for r in rows], style, label=f"{name} {key}")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss_ax.legend(fontsize=7)
+    if has_acc:
+        axes[0][1].set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+        axes[0][1].legend(fontsize=7)
+    fig.tight_layout()
+    out = args.out or os.path.join(args.runs[0], "curves.png")
+    fig.savefig(out, dpi=100)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,98 @@
+"""Recursive leaf-folder image datasets (spec 2.1): every png/jpg/jpeg under ROOT gets the label of its
+leaf directory, classes in natural-sort order, images converted to RGB.
+
+Unreadable images are skipped with a warning naming the file (the next index is used instead, as the
+published timm loader did): one bad file must not kill a week-long run. More than MAX_CONSECUTIVE_BAD
+failures in a row is an error, because then the data set itself is broken.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from fdsl.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MAX_CONSECUTIVE_BAD = 50
+
+
+def natural_key(text: str):
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def find_split(root: str, split: str) -> str:
+    """ROOT/<split> if it exists (validation also tries val), else ROOT itself."""
+    candidates = [split] + (["val"] if split == "validation" else ["validation"] if split == "val" else [])
+    for name in candidates:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    return root
+
+
+def has_split(root: str, split: str) -> bool:
+    return find_split(root, split) != root
+
+
+def scan(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) pairs and the class names found under root. With `classes` (the training set's),
+    labels follow that list, so a validation folder lacking a class keeps the right indices."""
+    if not root or not os.path.isdir(root):
+        raise UserError(f"data folder {root!r} does not exist; pass the dataset root (DIR/<class>/*.png)")
+    by_label: dict[str, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort(key=natural_key)
+        images = [f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if images:
+            label = os.path.basename(os.path.relpath(dirpath, root)) if dirpath != root else ""
+            by_label.setdefault(label, []).extend(os.path.join(dirpath, f) for f in images)
+    if not by_label:
+        raise UserError(f"no .png/.jpg/.jpeg images under {root}; expected {root}/<class>/<image>.png")
+    found = sorted(by_label, key=natural_key)
+    if classes is None:
+        classes = found
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise UserError(f"{root} has classes the training set lacks: {', '.join(unknown[:5])}")
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [(path, index[name]) for name in found for path in sorted(by_label[name], key=natural_key)]
+    return samples, list(classes)
+
+
+class ImageFolder(Dataset):
+    def __init__(self, root: str, transform=None, classes: list[str] | None = None):
+        self.root = root
+        self.samples, self.classes = scan(root, classes)
+        self.transform = transform
+        self.bad_files = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [t for _, t in self.samples]
+
+    def _load(self, index: int):
+        path, target = self.samples[index]
+        with Image.open(path) as img:
+            return img.convert("RGB"), target
+
+    def __getitem__(self, index: int):
+        for attempt in range(MAX_CONSECUTIVE_BAD):
+            i = (index + attempt) % len(self.samples)
+            try:
+                img, target = self._load(i)
+                break
+            except (OSError, ValueError, SyntaxError) as err:
+                self.bad_files += 1
+                warnings.warn(f"skipping unreadable image {self.samples[i][0]}: {err}", stacklevel=2)
+        else:
+            raise UserError(f"{MAX_CONSECUTIVE_BAD} unreadable images in a row near {self.samples[index][0]}; "
+                            "check the data folder")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, target

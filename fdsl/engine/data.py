@@ -1,0 +1,128 @@
+"""Choosing the training source (image folder, webdataset shards or on-the-fly rendering), its transforms,
+sampler and DataLoader, plus the validation folder. Bad input is checked here, before any file is written."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from fdsl.data import folder, samplers, shards, transforms
+from fdsl.errors import UserError
+
+
+class TrainData:
+    def __init__(self, kind: str, dataset, num_classes: int, samples_per_epoch: int | None = None):
+        self.kind = kind  # "folder" | "shards" | "onthefly"
+        self.dataset = dataset
+        self.num_classes = num_classes
+        self.samples_per_epoch = samples_per_epoch
+        self.sampler = None
+        self.cfg = None
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.dataset)
+
+    def set_transforms(self, args, model) -> None:
+        self.cfg = transforms.data_config(args, model)
+        self.dataset.transform = transforms.train_transform(args, self.cfg)
+
+    def set_epoch(self, epoch: int) -> None:
+        for obj in (self.sampler, self.dataset):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+
+def _check_num_classes(args, found: list[str], root: str) -> int:
+    if args.num_classes is None:
+        return len(found)
+    if args.num_classes < len(found):
+        raise UserError(f"--num-classes {args.num_classes} is fewer than the {len(found)} classes found in {root}; "
+                        f"pass --num-classes {len(found)} or more")
+    return args.num_classes
+
+
+def build_train_data(args, info) -> TrainData:
+    if getattr(args, "synthetic", None):
+        from fdsl.data.onthefly import OnTheFlyDataset
+
+        if not args.num_classes:
+            raise UserError("--synthetic needs --num-classes (how many classes to render)")
+        size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
+        ds = OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
+                                           args.synthetic_instances, None)
+        return TrainData("onthefly", ds, args.num_classes)
+    if getattr(args, "webdataset", False):
+        if not args.trainshards:
+            raise UserError("-w/--webdataset needs --trainshards '/PATH/SHARDS-{000000..000099}.tar'")
+        if not args.num_classes:
+            raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
+        ds = shards.ShardDataset(args.trainshards, None, info.rank, info.world_size, args.seed)
+        size = args.dataset_size or shards.default_size(args.trainshards, args.num_classes)
+        return TrainData("shards", ds, args.num_classes, size)
+    root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
+    if not root:
+        raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
+    ds = folder.ImageFolder(root)
+    return TrainData("folder", ds, _check_num_classes(args, ds.classes, root))
+
+
+def build_val_data(args, info, model, train_data: TrainData):
+    if args.val_dir:
+        root = args.val_dir
+    elif args.data_dir and folder.has_split(args.data_dir, args.val_split):
+        root = folder.find_split(args.data_dir, args.val_split)
+    elif train_data.kind == "folder":
+        print(f"warning: no val/ or validation/ under {args.data_dir}; validating on the training images",
+              flush=True) if info.is_main else None
+        root = train_data.dataset.root
+    else:
+        return None
+    classes = train_data.dataset.classes if train_data.kind == "folder" else None
+    ds = folder.ImageFolder(root, transforms.eval_transform(train_data.cfg), classes)
+    if len(ds.classes) > train_data.num_classes:
+        raise UserError(f"validation folder {root} has {len(ds.classes)} classes, more than the model's "
+                        f"{train_data.num_classes}")
+    return ds
+
+
+def make_loader(args, info, data, train: bool = True):
+    """Training: drop_last, RASampler / DistributedSampler / shuffle. Workers are not persistent, so each
+    epoch's worker seeds come from the per-epoch RNG and a resumed run replays the same augmentation."""
+    common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda"}
+    if not train:
+        sampler = samplers.ShardSampler(len(data), info.world_size, info.rank)
+        bs = args.batch_size * getattr(args, "validation_batch_size_multiplier", 1)
+        return DataLoader(data, batch_size=bs, sampler=sampler, drop_last=False, **common)
+    if data.kind == "shards":
+        per_rank_batches = len(data) // (args.batch_size * info.world_size)
+        if per_rank_batches == 0:
+            raise UserError(f"--dataset_size {len(data)} is smaller than one global batch "
+                            f"({args.batch_size} x {info.world_size}); lower --batch-size")
+        loader = DataLoader(data.dataset, batch_size=args.batch_size, drop_last=True, **common)
+        return shards.LimitedLoader(loader, per_rank_batches)
+    n = len(data)
+    if args.repeated_aug:
+        data.sampler = samplers.RASampler(n, info.world_size, info.rank, seed=args.seed)
+    elif info.distributed:
+        data.sampler = DistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=args.seed)
+    else:
+        data.sampler = RandomSampler(data.dataset)
+    per_rank = len(data.sampler)
+    if per_rank < args.batch_size:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process "
+                        f"({n} images, {info.world_size} process(es)); lower --batch-size")
+    return DataLoader(data.dataset, batch_size=args.batch_size, sampler=data.sampler, drop_last=True,
+                      worker_init_fn=_worker_init, **common)
+
+
+def _worker_init(worker_id: int) -> None:
+    """One thread per worker for every library that keeps a thread pool (torch, numba, OpenCV): the workers
+    are the parallelism, and extra pool threads only compete with the training process for the cores."""
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(1)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)

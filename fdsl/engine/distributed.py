@@ -1,0 +1,111 @@
+"""Process-group setup from any launcher: OpenMPI, torchrun or SLURM (spec 1.5, defects D5/D6 fixed).
+
+The published trainers read only OMPI_COMM_WORLD_*; here the first launcher whose variables are set wins.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from fdsl.errors import UserError
+
+# (rank, world size, local rank) variable names per launcher, checked in this order.
+LAUNCHERS = (
+    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    launcher: str = "none"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def detect(env=os.environ) -> DistInfo:
+    for name, rank_var, size_var, local_var in LAUNCHERS:
+        if size_var in env and rank_var in env:
+            rank, world = int(env[rank_var]), int(env[size_var])
+            local = int(env.get(local_var, rank % max(torch.cuda.device_count(), 1)))
+            return DistInfo(rank, world, local, name)
+    return DistInfo()
+
+
+def select_device(info: DistInfo, requested: str | None) -> torch.device:
+    if requested:
+        kind = torch.device(requested).type
+    else:
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        index = info.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device(kind)
+
+
+def init(requested_device: str | None = None, backend: str = "nccl", timeout_s: float = 600.0) -> DistInfo:
+    """Detect the launcher, pick one device per local rank and join the process group (gloo on CPU)."""
+    info = detect()
+    info.device = select_device(info, requested_device)
+    if info.distributed and not dist.is_initialized():
+        addr = os.environ.get("MASTER_ADDR", "localhost")
+        port = os.environ.get("MASTER_PORT", "8888")
+        try:
+            _init_group(backend, info, addr, port, timeout_s)
+        except (RuntimeError, dist.DistError) as err:
+            raise UserError(f"rank {info.rank}/{info.world_size}: no process group at tcp://{addr}:{port} within "
+                            f"{timeout_s:.0f}s ({str(err).splitlines()[0][:120]}); did a peer fail, or are "
+                            "MASTER_ADDR/MASTER_PORT wrong?") from None
+    return info
+
+
+def _init_group(backend: str, info: DistInfo, addr: str, port: str, timeout_s: float) -> None:
+    dist.init_process_group(
+        backend=backend if info.device.type == "cuda" else "gloo",
+        init_method=f"tcp://{addr}:{port}",
+        world_size=info.world_size,
+        rank=info.rank,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+
+
+def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= info.world_size
+    return values
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo, failed: bool) -> None:
+    """Leave the group. A failed rank does not wait for its peers: they time out or are killed by the launcher."""
+    if info.distributed and dist.is_initialized() and not failed:
+        dist.destroy_process_group()
