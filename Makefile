@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

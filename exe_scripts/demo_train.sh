@@ -38,4 +38,4 @@ done
 echo
 "$PY" "$HERE/demo_report.py" "from FDSL pre-training=$WORK_DIR/runs/finetune_fdsl" \
     "from scratch=$WORK_DIR/runs/finetune_scratch"
-echo "(pre-training: $(ls "$DB_DIR" | wc -l) classes, $PRE_EPOCHS epochs; fine-tuning: $FT_EPOCHS epochs, seed $SEED)"
+echo "(pre-training: $(find "$DB_DIR" -mindepth 1 -maxdepth 1 -type d ! -name param | wc -l) classes, $PRE_EPOCHS epochs; fine-tuning: $FT_EPOCHS epochs, seed $SEED)"
