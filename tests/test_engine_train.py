@@ -1,5 +1,6 @@
 """End-to-end runs of `fdsl pretrain` / `fdsl finetune` on tiny folders (CPU, seconds each)."""
 import argparse
+import math
 import os
 
 import pytest
@@ -136,3 +137,41 @@ def test_rerun_into_a_finished_run_is_refused_not_overwritten(pretrained_run, pr
     assert proc.returncode == 2 and "--resume auto" in proc.stderr
     assert (pretrained_run / "last.pth.tar").stat().st_mtime_ns == before
     assert len(read_summary(pretrained_run)) == 2
+
+
+def test_augmix_jsd_trains_an_epoch_with_a_finite_loss(pretrain_db, tmp_path):
+    proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, "-b", "4", "--epochs", "1", "--aug-splits", "3",
+                   "--jsd", "--aa", "augmix-m3-w2-d1", "--sched", "none", "--output", tmp_path, "--experiment", "jsd")
+    assert "batch/process=4 x 3 AugMix splits" in proc.stdout
+    assert math.isfinite(float(read_summary(tmp_path / "jsd")[0]["train_loss"]))
+
+
+def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
+    from fdsl.cli.args import parse
+    from fdsl.engine.data import build_train_data, make_loader
+    from fdsl.engine.distributed import DistInfo
+    from fdsl.models import factory
+
+    args = parse("pretrain", [pretrain_db, *TINY_VIT, "-j", "0", "-b", "4", "--aug-splits", "3", "--jsd",
+                              "--aa", "augmix-m3-w2-d1"])
+    info = DistInfo()
+    data = build_train_data(args, info)
+    model = factory.create(args, data.num_classes)
+    data.set_transforms(args, model)
+    images, targets = next(iter(make_loader(args, info, data)))
+    assert images.shape == (12, 3, 16, 16) and model(images).shape == (12, 4)
+    assert torch.equal(targets[:4], targets[4:8]) and torch.equal(targets[:4], targets[8:])
+    clean, augmented, _ = torch.split(images, 4)
+    assert not torch.equal(clean, augmented)  # split 0 is clean, the others AugMix views of the same images
+    from timm.loss import JsdCrossEntropy
+
+    from fdsl.engine.trainer import build_loss
+
+    assert isinstance(build_loss(args, mixup_active=False), JsdCrossEntropy)
+
+
+@pytest.mark.parametrize("flags", [["--aug-splits", "1"], ["--jsd"], ["--aug-splits", "2", "--jsd", "--mixup", "0.8"],
+                                   ["--split-bn"]])
+def test_bad_augmix_flags_are_one_clear_error(flags, pretrain_db, tmp_path):
+    proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, *flags, "--output", tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("fdsl pretrain: error:"), proc.stderr

@@ -35,12 +35,13 @@ def data_config(args, model) -> dict:
 
 
 def train_transform(args, cfg: dict):
+    """One transform, or with --aug-splits timm's (base, augmentation, normalize) triple for AugMixDataset."""
     return create_transform(
         cfg["input_size"], is_training=True, no_aug=args.no_aug, scale=tuple(args.scale), ratio=tuple(args.ratio),
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
         interpolation=args.train_interpolation if not args.no_aug else cfg["interpolation"],
         mean=cfg["mean"], std=cfg["std"], re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
-        re_num_splits=0,
+        re_num_splits=args.aug_splits if args.resplit else 0, separate=args.aug_splits > 0,
     )
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 import torch
+from timm.data import AugMixDataset
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from fdsl.data import folder, samplers, shards, transforms
@@ -20,18 +21,53 @@ class TrainData:
         self.samples_per_epoch = samples_per_epoch
         self.sampler = None
         self.cfg = None
+        self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
 
     def __len__(self) -> int:
         return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.dataset)
 
     def set_transforms(self, args, model) -> None:
+        check_aug_splits(args, self.kind)
         self.cfg = transforms.data_config(args, model)
         self.dataset.transform = transforms.train_transform(args, self.cfg)
+        if args.aug_splits:
+            self.loader_dataset = AugMixDataset(self.dataset, num_splits=args.aug_splits)
+
+    def take_bad_files(self) -> tuple[int, str]:
+        """(unreadable images skipped since the last call, one of their paths); folders only."""
+        bad = getattr(self.dataset, "bad_files", None)
+        return bad.take() if bad is not None else (0, "")
 
     def set_epoch(self, epoch: int) -> None:
         for obj in (self.sampler, self.dataset):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
+
+
+def check_aug_splits(args, kind: str) -> None:
+    """The AugMix flag combinations timm's trainer accepted (it asserted on the others)."""
+    if args.aug_splits == 1 or args.aug_splits < 0:
+        raise UserError(f"--aug-splits {args.aug_splits}: use 0 (off) or >= 2 (clean + augmented views)")
+    if args.jsd and not args.aug_splits:
+        raise UserError("--jsd needs --aug-splits N (N >= 2), e.g. --aug-splits 3 --jsd --aa augmix-m5-w4-d2")
+    if args.split_bn and not args.aug_splits:
+        raise UserError("--split-bn needs --aug-splits N (N >= 2)")
+    if not args.aug_splits:
+        return
+    if kind == "shards":
+        raise UserError("--aug-splits works with image folders and --synthetic, not -w/--webdataset shards")
+    if args.no_aug:
+        raise UserError("--aug-splits needs augmentation; drop --no-aug")
+    if args.jsd and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+        raise UserError("--jsd needs hard labels; drop --mixup/--cutmix (or --jsd)")
+
+
+def concat_splits(batch):
+    """Collate AugMix samples ((view_0, ..., view_n-1), label): view s of sample i goes to row s * B + i, so
+    torch.split(images, B) gives the splits (timm's layout); labels are repeated per split."""
+    views, targets = zip(*batch)
+    images = torch.cat([torch.stack(split) for split in zip(*views)])
+    return images, torch.as_tensor(targets).repeat(len(views[0]))
 
 
 def _check_num_classes(args, found: list[str], root: str) -> int:
@@ -113,8 +149,9 @@ def make_loader(args, info, data, train: bool = True):
     if per_rank < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process "
                         f"({n} images, {info.world_size} process(es)); lower --batch-size")
-    return DataLoader(data.dataset, batch_size=args.batch_size, sampler=data.sampler, drop_last=True,
-                      worker_init_fn=_worker_init, **common)
+    collate = concat_splits if args.aug_splits else None
+    return DataLoader(data.loader_dataset, batch_size=args.batch_size, sampler=data.sampler, drop_last=True,
+                      worker_init_fn=_worker_init, collate_fn=collate, **common)
 
 
 def _worker_init(worker_id: int) -> None:

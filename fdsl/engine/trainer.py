@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import yaml
 from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
 from fdsl.engine import checkpoint, distributed, schedule
@@ -64,8 +64,8 @@ def build_optimizer(args, model):
 
 
 def build_loss(args, mixup_active: bool):
-    if args.jsd or args.aug_splits:
-        raise UserError("--aug-splits/--jsd (AugMix) are not supported by fdsl; drop them")
+    if args.jsd:  # cross-entropy on the clean split + JS divergence across all splits
+        return JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing)
     if mixup_active:
         return SoftTargetCrossEntropy()
     if args.smoothing > 0:
@@ -156,6 +156,10 @@ def _run(args, info) -> None:
     if finetune and args.pretrained_path:
         checkpoint.load_pretrained(model, args.pretrained_path, args.model, log=lambda m: print0(info, m))
     train_data.set_transforms(args, model)
+    if args.split_bn:
+        from timm.layers import convert_splitbn_model
+
+        model = convert_splitbn_model(model, args.aug_splits)
     val_data = build_val_data(args, info, model, train_data) if finetune else None
     train_loader = make_loader(args, info, train_data)
     val_loader = make_loader(args, info, val_data, train=False) if val_data else None
@@ -213,8 +217,9 @@ def _run(args, info) -> None:
             yaml.safe_dump(plain_args(args), f, sort_keys=False)
         summary = Summary(os.path.join(run_dir, "summary.csv"), done_epoch if path else None)
         trackers = Trackers(args, run_dir, info)
+    splits = f" x {args.aug_splits} AugMix splits" if args.aug_splits else ""
     print0(info, f"{args.kind}: {args.model} classes={num_classes} train images={len(train_data)} "
-                 f"world={info.world_size} ({info.launcher}, {info.device}) batch/process={args.batch_size} "
+                 f"world={info.world_size} ({info.launcher}, {info.device}) batch/process={args.batch_size}{splits} "
                  f"iters/epoch={iters} epochs={start_epoch}..{total_epochs - 1} -> {run_dir}")
 
     def recovery(epoch, batch_idx):
