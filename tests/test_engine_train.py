@@ -175,3 +175,18 @@ def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
 def test_bad_augmix_flags_are_one_clear_error(flags, pretrain_db, tmp_path):
     proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, *flags, "--output", tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("fdsl pretrain: error:"), proc.stderr
+
+
+def test_plateau_state_survives_resume(pretrain_db, tmp_path):
+    # lr 0 and no augmentation: the loss repeats, so every epoch after the first is a bad one
+    common = [pretrain_db, *TINY_VIT, *FAST, "-b", "48", "--epochs", "4", "--opt", "sgd", "--lr", "0", "--sched",
+              "plateau", "--patience-epochs", "10", "--scale", "1", "1", "--hflip", "0", "--color-jitter", "0",
+              "--output", tmp_path]
+    run_cli("pretrain", *common, "--experiment", "straight")
+    run_cli("pretrain", *common, "--experiment", "broken", "--pause", "2")
+    paused = torch.load(tmp_path / "broken" / "last.pth.tar", weights_only=True)["scheduler"]["plateau"]
+    assert paused["num_bad_epochs"] == 1 and math.isfinite(paused["best"])
+    run_cli("pretrain", *common, "--experiment", "broken", "--resume", "auto")
+    a = torch.load(tmp_path / "straight" / "last.pth.tar", weights_only=True)["scheduler"]
+    b = torch.load(tmp_path / "broken" / "last.pth.tar", weights_only=True)["scheduler"]
+    assert a == b and a["plateau"]["num_bad_epochs"] == 3, (a, b)

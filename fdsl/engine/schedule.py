@@ -4,6 +4,7 @@
 warmup_prefix=False (the cosine is measured from iteration 0, so warmup is not a prefix), which is exactly
 the published factory. Fixed here: an unknown --sched is an error instead of a constant LR (D16), and
 --lr-noise is converted to iterations for *_iter schedules (published compared epochs with iterations).
+Every schedule is recomputed from the epoch on resume, except `plateau`, whose state is saved (Schedule.state_dict).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from timm.scheduler import (
 
 from fdsl.errors import UserError
 
+PLATEAU_STATE = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 SCHEDULES = ("cosine", "tanh", "step", "plateau", "cosine_iter", "linear", "linear_iter", "none")
 
 
@@ -36,6 +38,24 @@ class Schedule:
         """Called with the 0-based index of the epoch just finished (published: step(epoch + 1, metric))."""
         if self.scheduler is not None and not self.per_iteration:
             self.scheduler.step(epoch + 1, metric)
+
+    def state_dict(self) -> dict | None:
+        """Only the plateau schedule has state that the epoch count cannot recompute: ReduceLROnPlateau's best
+        metric and counters (timm's own state_dict keeps only `best`). Plain numbers, for weights_only loads."""
+        if not isinstance(self.scheduler, PlateauLRScheduler):
+            return None
+        inner = self.scheduler.lr_scheduler
+        state = {key: getattr(inner, key) for key in PLATEAU_STATE}
+        state["restore_lr"] = self.scheduler.restore_lr  # the LRs under the current --lr-noise, or None
+        return {"plateau": state}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if not state or "plateau" not in state or not isinstance(self.scheduler, PlateauLRScheduler):
+            return
+        plateau = dict(state["plateau"])
+        self.scheduler.restore_lr = plateau.pop("restore_lr", None)
+        for key, value in plateau.items():
+            setattr(self.scheduler.lr_scheduler, key, value)
 
     def fast_forward(self, start_epoch: int) -> None:
         if self.scheduler is None or start_epoch <= 0:

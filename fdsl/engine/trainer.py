@@ -206,6 +206,8 @@ def _run(args, info) -> None:
 
     sched = schedule.build(args, optimizer, iters)
     sched.fast_forward(start_epoch)
+    if not args.no_resume_opt:  # the LR it acts on lives in the optimizer state
+        sched.load_state_dict(resumed.get("scheduler"))
     mixup_fn = build_mixup(args, num_classes)
     loss_fn = build_loss(args, mixup_fn is not None)
     total_epochs = args.epochs + args.cooldown_epochs
@@ -234,6 +236,8 @@ def _run(args, info) -> None:
             out["amp_scaler"] = scaler.state_dict()
         if ema is not None:
             out["state_dict_ema"] = ema.module.state_dict()
+        if (sched_state := sched.state_dict()) is not None:
+            out["scheduler"] = sched_state
         return out
 
     ctx = LoopContext(info=info, amp_dtype=amp_dtype, scaler=scaler, mixup_fn=mixup_fn, clip_grad=args.clip_grad,
