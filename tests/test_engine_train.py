@@ -190,3 +190,14 @@ def test_plateau_state_survives_resume(pretrain_db, tmp_path):
     a = torch.load(tmp_path / "straight" / "last.pth.tar", weights_only=True)["scheduler"]
     b = torch.load(tmp_path / "broken" / "last.pth.tar", weights_only=True)["scheduler"]
     assert a == b and a["plateau"]["num_bad_epochs"] == 3, (a, b)
+
+
+def test_skipped_images_are_counted_across_workers(tmp_path):
+    db = make_folder(tmp_path / "db", classes=2, per_class=8)
+    (tmp_path / "db" / "00001" / "00001_0003.png").write_bytes(b"not a png")
+    proc = run_cli("pretrain", db, *TINY_VIT, *FAST, "-j", "2", "-b", "4", "--epochs", "2", "--output", tmp_path,
+                   "--experiment", "c", "--sched", "none")  # 16 images, batch 4: each is read once per epoch
+    assert proc.returncode == 0
+    for epoch in (0, 1):
+        assert f"epoch {epoch}: skipped 1 unreadable image(s), e.g. " in proc.stdout, proc.stdout
+    assert "00001_0003.png" in proc.stdout.split("skipped 1 unreadable")[1].splitlines()[0]

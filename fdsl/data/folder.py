@@ -3,7 +3,8 @@ leaf directory, classes in natural-sort order, images converted to RGB.
 
 Unreadable images are skipped with a warning naming the file (the next index is used instead, as the
 published timm loader did): one bad file must not kill a week-long run. More than MAX_CONSECUTIVE_BAD
-failures in a row is an error, because then the data set itself is broken.
+failures in a row is an error, because then the data set itself is broken. The skips are counted in shared
+memory (BadFiles), so the trainer can report each epoch's total although the images load in worker processes.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import re
 import warnings
 
+import torch.multiprocessing as mp
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -62,12 +64,34 @@ def scan(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, i
     return samples, list(classes)
 
 
+class BadFiles:
+    """Count of unreadable images and the first one's path, shared with DataLoader workers. Made in the default
+    start method's context (fork, spawn or forkserver), which the DataLoader also uses."""
+
+    def __init__(self):
+        self._count = mp.Value("i", 0)
+        self._first = mp.Array("c", 1024)
+
+    def add(self, path: str) -> None:
+        with self._count.get_lock():
+            self._count.value += 1
+            if not self._first.value:
+                self._first.value = path.encode()[:1023]
+
+    def take(self) -> tuple[int, str]:
+        """(count, first path) since the last take, then reset."""
+        with self._count.get_lock():
+            count, first = self._count.value, self._first.value.decode(errors="replace")
+            self._count.value, self._first.value = 0, b""
+        return count, first
+
+
 class ImageFolder(Dataset):
     def __init__(self, root: str, transform=None, classes: list[str] | None = None):
         self.root = root
         self.samples, self.classes = scan(root, classes)
         self.transform = transform
-        self.bad_files = 0
+        self.bad_files = BadFiles()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -88,7 +112,7 @@ class ImageFolder(Dataset):
                 img, target = self._load(i)
                 break
             except (OSError, ValueError, SyntaxError) as err:
-                self.bad_files += 1
+                self.bad_files.add(self.samples[i][0])
                 warnings.warn(f"skipping unreadable image {self.samples[i][0]}: {err}", stacklevel=2)
         else:
             raise UserError(f"{MAX_CONSECUTIVE_BAD} unreadable images in a row near {self.samples[index][0]}; "

@@ -114,6 +114,14 @@ def resume(args, path, model, optimizer, scaler, saver, info) -> dict:
     return ckpt if isinstance(ckpt, dict) else {}
 
 
+def report_bad_files(train_data, info, epoch: int) -> None:
+    """One line per epoch with the number of unreadable images skipped on all ranks (each also warned)."""
+    count, first = train_data.take_bad_files()
+    total = int(distributed.all_reduce_sum(torch.tensor(count, device=info.device), info).item())
+    if total:
+        print0(info, f"warning: epoch {epoch}: skipped {total} unreadable image(s), e.g. {first or 'on another rank'}")
+
+
 def resume_path(args, run_dir: str) -> str | None:
     if args.resume == "auto":
         path = os.path.join(run_dir, "last.pth.tar")
@@ -252,6 +260,7 @@ def _run(args, info) -> None:
             if mixup_fn is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
                 mixup_fn.mixup_enabled = False
             train_metrics = train_one_epoch(train_model, train_loader, optimizer, loss_fn, sched, ctx, epoch)
+            report_bad_files(train_data, info, epoch)
             row = {"epoch": epoch, "train_loss": train_metrics["loss"]}
             if val_loader is not None:
                 # the unwrapped model: ranks may hold different batch counts, and DDP's forward may sync buffers
