@@ -201,3 +201,11 @@ def test_skipped_images_are_counted_across_workers(tmp_path):
     for epoch in (0, 1):
         assert f"epoch {epoch}: skipped 1 unreadable image(s), e.g. " in proc.stdout, proc.stdout
     assert "00001_0003.png" in proc.stdout.split("skipped 1 unreadable")[1].splitlines()[0]
+
+
+def test_split_bn_gives_each_augmix_split_its_own_batchnorm(pretrain_db, tmp_path):
+    run_cli("pretrain", pretrain_db, "--model", "resnet10t", "--input-size", "3", "16", "16", *FAST, "-b", "4",
+            "--epochs", "1", "--aug-splits", "2", "--split-bn", "--sched", "none", "--output", tmp_path,
+            "--experiment", "sbn")
+    sd = torch.load(tmp_path / "sbn" / "last.pth.tar", weights_only=True)["state_dict"]
+    assert any(".aux_bn.0." in k for k in sd) and not any(".aux_bn.1." in k for k in sd)
