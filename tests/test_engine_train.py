@@ -209,3 +209,20 @@ def test_split_bn_gives_each_augmix_split_its_own_batchnorm(pretrain_db, tmp_pat
             "--experiment", "sbn")
     sd = torch.load(tmp_path / "sbn" / "last.pth.tar", weights_only=True)["state_dict"]
     assert any(".aux_bn.0." in k for k in sd) and not any(".aux_bn.1." in k for k in sd)
+
+
+@pytest.mark.parametrize("resplit", [False, True])
+def test_resplit_keeps_the_clean_augmix_view_unerased(resplit, pretrain_db):
+    from fdsl.cli.args import parse
+    from fdsl.engine.data import build_train_data
+    from fdsl.engine.distributed import DistInfo
+    from fdsl.models import factory
+
+    # a full-image crop and no flip: the clean view is deterministic unless it is randomly erased
+    args = parse("pretrain", [pretrain_db, *TINY_VIT, "--aug-splits", "2", "--aa", "augmix-m3-w2-d1", "--scale", "1",
+                              "1", "--ratio", "1", "1", "--hflip", "0", "--reprob", "1"] + ["--resplit"] * resplit)
+    data = build_train_data(args, DistInfo())
+    data.set_transforms(args, factory.create(args, data.num_classes))
+    torch.manual_seed(0)
+    first, second = data.loader_dataset[0][0][0], data.loader_dataset[0][0][0]
+    assert torch.equal(first, second) == resplit

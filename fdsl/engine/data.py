@@ -7,6 +7,7 @@ import sys
 
 import torch
 from timm.data import AugMixDataset
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from fdsl.data import folder, samplers, shards, transforms
@@ -31,7 +32,7 @@ class TrainData:
         self.cfg = transforms.data_config(args, model)
         self.dataset.transform = transforms.train_transform(args, self.cfg)
         if args.aug_splits:
-            self.loader_dataset = AugMixDataset(self.dataset, num_splits=args.aug_splits)
+            self.loader_dataset = AugMixSplits(self.dataset, args.aug_splits, erase_clean=not args.resplit)
 
     def take_bad_files(self) -> tuple[int, str]:
         """(unreadable images skipped since the last call, one of their paths); folders only."""
@@ -42,6 +43,23 @@ class TrainData:
         for obj in (self.sampler, self.dataset):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
+
+
+class AugMixSplits(AugMixDataset):
+    """timm's AugMixDataset; with erase_clean=False (--resplit) the clean view skips RandomErasing, as timm's
+    split-aware erasing did on its GPU path (the CPU path erased every view)."""
+
+    def __init__(self, dataset, num_splits: int, erase_clean: bool = True):
+        super().__init__(dataset, num_splits=num_splits)
+        self.clean_normalize = self.normalize
+        if not erase_clean:
+            kept = [t for t in self.normalize.transforms if not isinstance(t, RandomErasing)]
+            self.clean_normalize = type(self.normalize)(kept)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        views = [self.clean_normalize(x)] + [self._normalize(self.augmentation(x)) for _ in range(self.num_splits - 1)]
+        return tuple(views), y
 
 
 def check_aug_splits(args, kind: str) -> None:
