@@ -171,10 +171,20 @@ def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
 
 
 @pytest.mark.parametrize("flags", [["--aug-splits", "1"], ["--jsd"], ["--aug-splits", "2", "--jsd", "--mixup", "0.8"],
-                                   ["--split-bn"]])
-def test_bad_augmix_flags_are_one_clear_error(flags, pretrain_db, tmp_path):
-    proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, *flags, "--output", tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("fdsl pretrain: error:"), proc.stderr
+                                   ["--split-bn"], ["--aug-splits", "2", "--no-aug"]])
+def test_bad_augmix_flags_are_rejected(flags):
+    from fdsl.cli.args import parse
+    from fdsl.engine.data import check_aug_splits
+    from fdsl.errors import UserError
+
+    with pytest.raises(UserError):
+        check_aug_splits(parse("pretrain", flags), "folder")
+
+
+def test_bad_augmix_flags_are_one_line_and_nonzero(pretrain_db, tmp_path):
+    proc = run_cli("pretrain", pretrain_db, *TINY_VIT, *FAST, "--jsd", "--output", tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("fdsl pretrain: error: --jsd needs"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())  # nothing written
 
 
 def test_plateau_state_survives_resume(pretrain_db, tmp_path):
