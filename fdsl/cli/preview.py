@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import tarfile
 from collections import defaultdict
 
@@ -13,13 +12,8 @@ import numpy as np
 
 from fdsl.cli.common import Parser
 from fdsl.data import writers
+from fdsl.data.naming import IMAGE_EXTENSIONS, natural_key
 from fdsl.errors import UserError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-def natural_key(text: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def folder_samples(root: str, classes: int, per_class: int) -> list[list[bytes]]:

@@ -9,21 +9,16 @@ memory (BadFiles), so the trainer can report each epoch's total although the ima
 from __future__ import annotations
 
 import os
-import re
 import warnings
 
 import torch.multiprocessing as mp
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fdsl.data.naming import IMAGE_EXTENSIONS, natural_key
 from fdsl.errors import UserError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_CONSECUTIVE_BAD = 50
-
-
-def natural_key(text: str):
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def find_split(root: str, split: str) -> str:
