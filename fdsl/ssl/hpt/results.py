@@ -1,0 +1,146 @@
+"""`fdsl hpt aggregate ROOT`: one record per evaluation run, written to ROOT/results/<dataset>_results.json.
+
+For each run (ROOT/work/linear-eval/... and ROOT/work/finetune/..., each with the metrics.jsonl its probe
+wrote): take the best validation value among the evaluations of the second half of training and report
+the test value at that same evaluation (published rule; fixed: indices compared as numbers, not strings).
+The value is top-1, or the mean per-class AUROC of multi-label lists. A run with fewer evaluations than its
+schedule promised (run.json) is flagged incomplete on stderr and in its record.
+
+Record fields (published agg-results-to-final-json, plus steps/method/bn_only parsed out of the names):
+dataset, result_type, subset, basetrain, pretrain_data, pretrain_iters, steps, method, bn_only, sample,
+variant, date, result, val, evals, complete, file. The JSON is keyed by the run's path and merged into an
+existing file, so re-aggregating updates records in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+from fdsl.errors import UserError
+
+
+def read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut short by a killed run: keep what came before
+    return rows
+
+
+def series(rows: list[dict], split: str) -> list[float | None]:
+    """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC."""
+    key = f"{split}_top1" if any(f"{split}_top1" in r for r in rows) else f"{split}_auroc"
+    return [r.get(key) for r in rows]
+
+
+def best_val_test(val: list, test: list) -> tuple[int, float, float] | None:
+    """(index, val, test) at the best val among evaluations n//2 .. n-1 (first one on ties)."""
+    n = len(val)
+    if n == 0:
+        return None
+    candidates = [i for i in range(n // 2, n) if val[i] is not None and test[i] is not None]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda i: (val[i], -i))
+    return best, val[best], test[best]
+
+
+def parse_run_path(rel: str) -> dict:
+    """linear-eval/<base>_basetrain/<N>-iters-linear-eval-lr30-s0 or
+    finetune/<n>-labels/<base>_basetrain/<N>-iters-2500-iter-0_01-lr-finetune -> record fields."""
+    from fdsl.ssl.hpt.project import parse_tag
+
+    parts = rel.replace(os.sep, "/").split("/")
+    result_type = parts[0]
+    subset = parts[1] if result_type == "finetune" else "all"
+    basetrain = parts[-2].removesuffix("_basetrain")
+    base, _, source = basetrain.partition("-")
+    leaf = parts[-1]
+    match = re.match(r"(\d+(?:bn)?(?:byol)?)-iters-(.*)$", leaf)
+    if not match:
+        raise ValueError(f"{rel}: run name does not start with <N>-iters-")
+    token, rest = match.groups()
+    steps, bn_only, method = parse_tag(f"{token}-iters")
+    sample = re.search(r"-s(\d+)$", rest)
+    return {"result_type": result_type, "subset": subset, "basetrain": "none" if base == "no" else base,
+            "pretrain_data": source, "pretrain_iters": token, "steps": steps, "method": method,
+            "bn_only": bn_only, "sample": int(sample.group(1)) if sample else 0,
+            "variant": rest[: sample.start()] if sample else rest}
+
+
+def collect(root: str, err=sys.stderr) -> list[dict]:
+    from fdsl.ssl.hpt.runner import load_root
+
+    dataset = load_root(root)["shortname"]
+    work = os.path.join(root, "work")
+    records = []
+    for folder in ("linear-eval", "finetune"):
+        for dirpath, _, files in os.walk(os.path.join(work, folder)):
+            if "metrics.jsonl" not in files:
+                continue
+            rel = os.path.relpath(dirpath, work)
+            try:
+                record = parse_run_path(rel)
+            except ValueError as e:
+                print(f"skipping {rel}: {e}", file=err)
+                continue
+            records.append(_record(dirpath, rel, dataset, record, err))
+    return records
+
+
+def _record(dirpath: str, rel: str, dataset: str, record: dict, err) -> dict:
+    rows = read_jsonl(os.path.join(dirpath, "metrics.jsonl"))
+    meta_path = os.path.join(dirpath, "run.json")
+    meta = _load_json(meta_path) if os.path.isfile(meta_path) else {}
+    val, test = series(rows, "val"), series(rows, "test")
+    best = best_val_test(val, test)
+    expected = meta.get("expected_evals")
+    complete = expected is not None and len(rows) >= expected
+    if not complete:
+        print(f"INCOMPLETE {rel}: {len(rows)} of {expected if expected is not None else '?'} evaluations", file=err)
+    record.update({"dataset": dataset, "date": meta.get("started", ""), "evals": len(rows), "complete": complete,
+                   "result": best[2] if best else None, "val": best[1] if best else None,
+                   "best_step": rows[best[0]].get("step") if best else None, "file": rel})
+    return record
+
+
+def write(root: str, records: list[dict], out_dir: str | None = None) -> list[str]:
+    """Merge the records into <out_dir>/<dataset>_results.json (keyed by run path); returns the files."""
+    out_dir = out_dir or os.path.join(root, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    by_dataset: dict[str, dict] = {}
+    for r in records:
+        by_dataset.setdefault(r["dataset"], {})[r["file"]] = r
+    written = []
+    for dataset, new in by_dataset.items():
+        path = os.path.join(out_dir, f"{dataset}_results.json")
+        merged = {}
+        if os.path.isfile(path):
+            try:
+                merged = _load_json(path)
+            except json.JSONDecodeError:
+                raise UserError(f"{path} is not valid JSON; move it away and aggregate again") from None
+        for key, value in new.items():
+            merged[key] = {**merged.get(key, {}), **value}
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(merged, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _load_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_results(path: str) -> list[dict]:
+    return list(_load_json(path).values())
