@@ -13,6 +13,8 @@ COMMANDS = {
     "pretrain": ("fdsl.cli.pretrain", "pre-train a model (the papers' pretrain.py command line)"),
     "finetune": ("fdsl.cli.finetune", "fine-tune a model (finetune.py, argparse or hydra-style)"),
     "plot": ("fdsl.cli.plot", "draw loss/accuracy curves of a run directory to PNG"),
+    "hpt": ("fdsl.cli.hpt", "hierarchical pre-training: MoCo v2/BYOL from a base, linear/fine-tune evals, runner"),
+    "mean-std": ("fdsl.cli.mean_std", "per-channel pixel mean/std of an image folder (for normalisation)"),
 }
 
 

@@ -75,9 +75,10 @@ def parse_run_path(rel: str) -> dict:
             "variant": rest[: sample.start()] if sample else rest}
 
 
-def collect(root: str, err=sys.stderr) -> list[dict]:
+def collect(root: str, err=None) -> list[dict]:
     from fdsl.ssl.hpt.runner import load_root
 
+    err = err or sys.stderr
     dataset = load_root(root)["shortname"]
     work = os.path.join(root, "work")
     records = []
