@@ -20,6 +20,15 @@ from fdsl.ssl.backbone import create_backbone, detectron2_key, extract_backbone,
 from fdsl.ssl.hpt import project, results, runner
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _json(path):
     return json.loads(Path(path).read_text())
 

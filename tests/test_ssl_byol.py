@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ssl_moco import TinyNet, ctx
+from test_ssl_moco import TinyNet, ctx, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from fdsl.ssl.backbone import train_only_batchnorm

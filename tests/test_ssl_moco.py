@@ -28,6 +28,15 @@ class TinyNet(nn.Module):
         return self.conv2(torch.relu(self.bn1(self.conv1(x)))).mean((2, 3))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ctx():
     return LoopContext(info=DistInfo())
 

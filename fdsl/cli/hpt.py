@@ -89,7 +89,7 @@ def _probe(argv: list[str], protocol: str) -> int:
                            "metrics.jsonl and result.json in --output.")
     args = options.parse(parser, argv, table)
     args.protocol = protocol
-    from fdsl.eval.protocol import run
+    from fdsl.ssl.hpt.probe import run
 
     return run(args)
 

@@ -57,7 +57,8 @@ PRETRAIN = {
     "proj_dim": (256, "BYOL: projection size"),
     "proj_hidden": (4096, "BYOL: hidden width of projector and predictor"),
     "sync_bn": (True, "BYOL: SyncBatchNorm across processes (CUDA only; one process: plain BN)"),
-    "checkpoint_interval": (0, "also keep a checkpoint every N steps (0: only the final one)"),
+    "checkpoint_interval": (0, "also keep the backbone every N steps, backbone_<N>.pth (0: only the final one)"),
+    "epoch_updates": (500, "optimiser steps per epoch: the resume checkpoint, summary row and k-NN probe"),
     "knn_train_list": (None, "labeled list of the k-NN memory bank, probed at every checkpoint"),
     "knn_val_list": (None, "labeled list the k-NN probe is scored on"),
     "knn_k": (20, "neighbours of the k-NN probe"),
@@ -70,6 +71,7 @@ PRETRAIN = {
     "amp": (False, "mixed precision on CUDA"),
     "device": (None, "cpu or cuda (default: cuda when available)"),
     "log_interval": (25, "steps between log lines"),
+    "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
 }
 
 METHOD_DEFAULTS = {
@@ -113,7 +115,14 @@ PROBE = {
     "amp": (False, "mixed precision on CUDA"),
     "device": (None, "cpu or cuda"),
     "log_interval": (50, "steps between log lines"),
+    "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
 }
+
+
+# options whose default is None: their type on the command line (others: strings)
+TYPES = {"batch_size": int, "accum_steps": int, "lr": float, "weight_decay": float, "warmup_iters": int,
+         "neck_hidden": int, "dataset_size": int, "num_classes": int, "epochs": int, "pause_updates": int,
+         "class_map": yaml.safe_load}
 
 
 def _typed(default):
@@ -135,7 +144,7 @@ def add_options(parser: argparse.ArgumentParser, table: dict) -> None:
             parser.add_argument(flag, dest=key, nargs="?", const=True, type=_typed(default), default=default,
                                 help=text)
         else:
-            parser.add_argument(flag, dest=key, type=_typed(default), default=default, help=text)
+            parser.add_argument(flag, dest=key, type=TYPES.get(key) or _typed(default), default=default, help=text)
 
 
 def check_keys(keys, table: dict, where: str) -> None:

@@ -34,6 +34,20 @@ def read_jsonl(path: str) -> list[dict]:
     return rows
 
 
+def append_jsonl(path: str, row: dict) -> None:
+    """Add a row keyed by `step`, dropping rows at or after it (left by a run that was resumed from earlier)."""
+    rows = []
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if os.path.isfile(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in rows if r.get("step", -1) < row["step"]] + [row]
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
 def series(rows: list[dict], split: str) -> list[float | None]:
     """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC."""
     key = f"{split}_top1" if any(f"{split}_top1" in r for r in rows) else f"{split}_auroc"

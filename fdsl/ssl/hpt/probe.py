@@ -1,0 +1,180 @@
+"""`fdsl hpt linear` / `fdsl hpt finetune`: the HPT evaluation protocols (methods in fdsl.eval.transfer)
+through the engine's fit driver.
+
+Linear (spec B.5): frozen backbone (BN statistics included), Linear head, SGD lr 30, momentum 0.9, wd 0,
+5000 steps of 512 with lr x 0.1 at 1651 and 3333, val and test every 100 steps, seeds 0/1/2.
+Fine-tune (B.6): everything trains, head lr x 100, SGD momentum 0.9, wd 0, 64 x 4 accumulated = 256 per
+step; by iteration (2500 steps, drops at 833 / 1667, eval every 25) or by epoch (90, drops at 30 / 60, eval
+every epoch). Fixed: the published fine-tune multiplied the budget by the accumulation but not the lr steps
+and eval interval, so both drops fell in the first 17% of training; here all three count optimiser steps.
+
+Outputs in --output: metrics.jsonl (one row per evaluation: step, epoch, val_*, test_*), run.json (the
+number of evaluations the schedule promises, for the completeness check of `fdsl hpt aggregate`), and
+result.json (test at the best val of the second half), besides the engine's checkpoints and summary.csv.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import torch
+
+from fdsl.engine import distributed, schedule
+from fdsl.engine.fit import RunConfig, fit, seed_epoch
+from fdsl.engine.logging import print0
+from fdsl.engine.trainer import plain_args
+from fdsl.errors import UserError
+from fdsl.eval import data as eval_data
+from fdsl.eval.transfer import (
+    FineTune,
+    LinearProbe,
+    classification_metrics,
+    eval_transform,
+    headline,
+    predict,
+    train_transform,
+)
+from fdsl.ssl.backbone import create_backbone, load_base
+from fdsl.ssl.hpt.results import append_jsonl, best_val_test, read_jsonl, series
+
+
+def run(args) -> int:
+    info = distributed.init(args.device, "nccl", 600.0)
+    failed = True
+    try:
+        _run(args, info)
+        failed = False
+        return 0
+    finally:
+        distributed.shutdown(info, failed)
+
+
+def load_backbone(args, info):
+    backbone = create_backbone(args.arch)
+    load_base(backbone, args.weights, log=lambda m: print0(info, m))
+    return backbone
+
+
+def _datasets(args):
+    train_tf = train_transform(args.crop_size, args.mean, args.std)
+    test_tf = eval_transform(args.crop_size, args.test_precrop_size, args.mean, args.std)
+    train = eval_data.labeled_dataset(args.train_list, args.train_folder, args.data_root, train_tf, args.class_map,
+                                      args.num_classes, "train")
+    num_classes = args.num_classes or eval_data.num_classes_of(train)
+    classes = getattr(train, "classes", None) if args.train_folder else None
+    evals = {}
+    for split in ("val", "test"):
+        lst, fold = getattr(args, f"{split}_list"), getattr(args, f"{split}_folder")
+        if lst:
+            evals[split] = eval_data.labeled_dataset(lst, None, args.data_root, test_tf, args.class_map, num_classes)
+        elif fold:
+            from fdsl.data.folder import ImageFolder
+
+            evals[split] = ImageFolder(fold, test_tf, classes)
+    if "val" not in evals:
+        raise UserError("no validation data: pass --val-list (or --val-folder); the protocol picks the step by it")
+    return train, num_classes, evals
+
+
+def _check_schedule(args) -> None:
+    if args.by not in ("iter", "epoch"):
+        raise UserError(f"--by {args.by!r}: choose iter or epoch")
+    if args.by == "epoch" and not args.epochs:
+        raise UserError("--by epoch needs --epochs N")
+
+
+def _run(args, info) -> None:
+    _check_schedule(args)
+    if args.batch_size % info.world_size:
+        raise UserError(f"--batch-size {args.batch_size} (global) does not split over {info.world_size} processes")
+    batch = args.batch_size // info.world_size
+    seed_epoch(args.seed, info.rank, 0)
+    train, num_classes, evals = _datasets(args)
+    backbone = load_backbone(args, info)
+    method = (LinearProbe if args.protocol == "linear" else FineTune)(backbone, num_classes)
+    if args.protocol == "finetune":
+        method.head_lr_mult = args.head_lr_mult
+    method.module.to(info.device)
+    pin = info.device.type == "cuda"
+    if args.by == "iter":
+        interval = max(1, min(args.eval_interval, args.iters))
+        data, loader = eval_data.stream_loader(train, info, batch, interval * args.accum_steps, args.seed,
+                                               args.workers, pin)
+        max_updates, epochs = args.iters, math.ceil(args.iters / interval)
+        expected = epochs
+    else:
+        data, loader = eval_data.epoch_loader(train, info, batch, args.seed, args.workers, pin)
+        max_updates, epochs = None, args.epochs
+        expected = args.epochs // max(1, args.eval_interval)
+    per_epoch = math.ceil(len(loader) / args.accum_steps)
+    groups = [dict(g, lr=args.lr * g.pop("lr_scale", 1.0)) for g in method.optimizer_params()]
+    optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    sched = _schedule(args, optimizer, per_epoch)
+    eval_loaders = {s: eval_data.eval_loader(ds, info, max(1, min(256, batch)), min(args.workers, 4))
+                    for s, ds in evals.items()}
+    metrics_path = os.path.join(args.output, "metrics.jsonl")
+    if info.is_main:
+        os.makedirs(args.output, exist_ok=True)
+        _write_json(os.path.join(args.output, "run.json"),
+                    {"expected_evals": expected, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "weights": args.weights, "protocol": args.protocol, "by": args.by, "seed": args.seed})
+    amp = torch.bfloat16 if args.amp and info.device.type == "cuda" else None
+
+    def evaluate(epoch: int) -> dict:
+        if args.by == "epoch" and (epoch + 1) % max(1, args.eval_interval):
+            return {}
+        step = min((epoch + 1) * per_epoch, max_updates) if max_updates else (epoch + 1) * per_epoch
+        row = {"step": step, "epoch": epoch}
+        for split, loader_ in eval_loaders.items():
+            logits, targets = predict(method.module, loader_, info, (lambda: torch.autocast(
+                info.device.type, dtype=amp)) if amp else None)
+            row.update({f"{split}_{k}": v for k, v in classification_metrics(logits, targets).items()})
+        if info.is_main:
+            append_jsonl(metrics_path, row)
+        shown = " ".join(f"{s} {headline({k[len(s) + 1:]: v for k, v in row.items() if k.startswith(s + '_')}):.2f}"
+                         for s in eval_loaders)
+        print0(info, f"eval: step {step} {shown}")
+        return {"metric": headline({k[4:]: v for k, v in row.items() if k.startswith("val_")})}
+
+    cfg = RunConfig(run_dir=args.output, arch=args.arch, args=plain_args(args), seed=args.seed, epochs=epochs,
+                    max_updates=max_updates, accum_steps=args.accum_steps,
+                    resume="auto" if args.resume == "auto" else ("" if args.resume == "none" else args.resume),
+                    log_interval=args.log_interval, pause_updates=args.pause_updates, amp_dtype=amp,
+                    checkpoint_hist=1, higher_is_better=True,
+                    describe=f"hpt {args.protocol}: {args.arch} from {args.weights or 'random init'}, "
+                             f"{num_classes} classes, {len(train)} training images")
+    fit(cfg, info, method, data, loader, optimizer, sched, evaluate)
+    if info.is_main:
+        summary = summarise(metrics_path)
+        _write_json(os.path.join(args.output, "result.json"), summary)
+        if summary.get("test") is not None:
+            print0(info, f"result: test {summary['test']:.2f} at best val {summary['val']:.2f} "
+                         f"(step {summary['step']})")
+
+
+def _schedule(args, optimizer, per_epoch: int) -> schedule.Schedule:
+    """lr x 0.1 at each of lr_steps: optimiser steps (by iter) or epochs (by epoch)."""
+    from timm.scheduler import MultiStepLRScheduler
+
+    by_iter = args.by == "iter"
+    sched = MultiStepLRScheduler(optimizer, decay_t=list(args.lr_steps), decay_rate=0.1, t_in_epochs=not by_iter)
+    return schedule.Schedule(sched, by_iter, per_epoch)
+
+
+def summarise(metrics_path: str) -> dict:
+    """Test at the best val among the evaluations of the second half (as `fdsl hpt aggregate`)."""
+    rows = read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []
+    best = best_val_test(series(rows, "val"), series(rows, "test"))
+    if best is None:
+        return {"evals": len(rows), "val": None, "test": None, "step": None}
+    index, val, test = best
+    return {"evals": len(rows), "val": val, "test": test, "step": rows[index]["step"]}
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)

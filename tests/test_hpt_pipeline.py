@@ -1,0 +1,119 @@
+"""`fdsl hpt pretrain|linear` through the engine: exact resume of MoCo and BYOL (N straight == N/2 + resume +
+N/2: queue, momentum encoder, tau step, sampler position), the base checkpoint feeding the backbone, the
+probe's outputs, and the one-line errors."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_engine_util import make_folder
+
+from fdsl.ssl.byol import tau_at
+
+TINY = ["--arch", "test_resnet", "--crop-size", "16", "--workers", "0", "--log-interval", "100", "--device", "cpu",
+        "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("imgs"), classes=3, per_class=8, size=16)
+
+
+def _ckpt(run):
+    return torch.load(Path(run) / "last.pth.tar", weights_only=True)
+
+
+def _same_states(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("moco", ["--batch-size", "8", "--queue-size", "16", "--bn-group-size", "4"]),
+    ("byol", ["--batch-size", "4", "--accum-steps", "2", "--proj-hidden", "16", "--proj-dim", "8"]),
+])
+def test_resume_is_exact(images, tmp_path, fdsl_cli, method, extra):
+    common = ["hpt", "pretrain", "--method", method, "--train-folder", images, *TINY, *extra, "--iters", "6",
+              "--epoch-updates", "4"]
+    code, _, err = fdsl_cli(*common, "--output", tmp_path / "straight")
+    assert code == 0, err
+    code, out, err = fdsl_cli(*common, "--output", tmp_path / "resumed", "--pause-updates", "3")  # mid-epoch 1
+    assert code == 0, err
+    assert "stopped at epoch 0 step" in out and not (tmp_path / "resumed" / "final_backbone.pth").exists()
+    code, out, err = fdsl_cli(*common, "--output", tmp_path / "resumed")
+    assert code == 0 and "resumed from" in out, err
+    straight, resumed = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    _same_states(straight["state_dict"], resumed["state_dict"])
+    assert straight["method"] == resumed["method"]
+    if method == "moco":
+        assert straight["method"]["micro_steps"] == 6 and int(straight["state_dict"]["queue_ptr"]) == 6 * 8 % 16
+    else:
+        assert straight["method"]["updates"] == 6
+        assert straight["method"]["tau"] == pytest.approx(tau_at(5, 6, 0.99))
+    final = [torch.load(Path(tmp_path) / r / "final_backbone.pth", weights_only=True)["state_dict"]
+             for r in ("straight", "resumed")]
+    _same_states(*final)
+    meta = json.loads((tmp_path / "resumed" / "final_backbone.json").read_text())
+    assert meta["iters"] == 6 and meta["method"] == method and meta["basetrain"] == "no"
+
+
+def test_base_feeds_the_backbone_and_the_probe_reports(images, tmp_path, fdsl_cli):
+    """A MoCo stage from a base backbone, its k-NN log, then a linear probe of its final backbone."""
+    import timm
+
+    torch.manual_seed(3)
+    base = timm.create_model("test_resnet", num_classes=0).state_dict()
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in base.items()}}, tmp_path / "my-base.pth")
+    lst = "".join(f"{p.relative_to(images)} {int(p.parent.name)}\n" for p in sorted(Path(images).rglob("*.png")))
+    (Path(images) / "labels.txt").write_text(lst)
+    code, out, err = fdsl_cli("hpt", "pretrain", "--train-folder", images, *TINY, "--batch-size", "8",
+                              "--queue-size", "16", "--iters", "2", "--base", tmp_path / "my-base.pth",
+                              "--knn-train-list", Path(images) / "labels.txt", "--knn-val-list",
+                              Path(images) / "labels.txt", "--test-precrop-size", "16", "--dataset", "toy",
+                              "--output", tmp_path / "pre")
+    assert code == 0, err
+    assert "base: loaded" in out and "(prefix 'backbone.')" in out
+    knn = [json.loads(line) for line in (tmp_path / "pre" / "knn.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in knn] == [0, 2] and all(0 <= r["knn_top1"] <= 100 for r in knn)
+    meta = json.loads((tmp_path / "pre" / "final_backbone.json").read_text())
+    assert (meta["basetrain"], meta["dataset"], meta["iters"]) == ("my_base", "toy", 2)
+
+    code, out, err = fdsl_cli("hpt", "linear", "--weights", tmp_path / "pre" / "final_backbone.pth", *TINY,
+                              "--data-root", images, "--train-list", Path(images) / "labels.txt", "--val-list",
+                              Path(images) / "labels.txt", "--test-list", Path(images) / "labels.txt",
+                              "--test-precrop-size", "16", "--iters", "4", "--lr", "0.1", "--lr-steps", "2",
+                              "--eval-interval", "2", "--batch-size", "8", "--output", tmp_path / "lin")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "lin" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and {"val_top1", "test_top1"} <= set(rows[0])
+    result = json.loads((tmp_path / "lin" / "result.json").read_text())
+    assert result["step"] == 4 and result["test"] == rows[1]["test_top1"]  # second half: the last evaluation
+    assert json.loads((tmp_path / "lin" / "run.json").read_text())["expected_evals"] == 2
+    probe = torch.load(tmp_path / "lin" / "last.pth.tar", weights_only=True)["state_dict"]
+    final = torch.load(tmp_path / "pre" / "final_backbone.pth", weights_only=True)["state_dict"]
+    _same_states({k: probe[f"backbone.{k}"] for k in final}, final)  # frozen, BN statistics included
+
+
+def test_bad_input_is_one_line(images, tmp_path, fdsl_cli):
+    code, _, err = fdsl_cli("hpt", "pretrain", "--train-folder", images, *TINY, "--batch-size", "6",
+                            "--queue-size", "16", "--output", tmp_path / "q")
+    assert code == 2 and "nearest valid sizes: 12 or 18" in err and len(err.strip().splitlines()) == 1
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "odd.pth")
+    code, _, err = fdsl_cli("hpt", "pretrain", "--train-folder", images, *TINY, "--batch-size", "8",
+                            "--queue-size", "16", "--base", tmp_path / "odd.pth", "--output", tmp_path / "b")
+    assert code == 2 and "does not fit the backbone" in err and "missing" in err
+    (tmp_path / "bad.txt").write_text("nope/1.png 0\n")
+    code, _, err = fdsl_cli("hpt", "pretrain", "--train-list", tmp_path / "bad.txt", *TINY, "--batch-size", "8",
+                            "--queue-size", "16", "--output", tmp_path / "l")
+    assert code == 2 and "names 1 missing file(s)" in err
+    assert not any((tmp_path / d).exists() for d in ("q", "b", "l"))
