@@ -68,21 +68,29 @@ def test_queue_size_must_divide_by_the_global_batch():
         check_queue(65536, 340)
 
 
-def test_queue_is_written_at_a_circular_pointer():
+def test_loss_is_infonce_over_the_queue_and_keys_are_enqueued_after_the_step():
     torch.manual_seed(0)
-    method = MoCo(TinyNet(), global_batch=4, local_batch=4, queue_size=8, feat_dim=8, hidden=8)
+    method = MoCo(TinyNet(), global_batch=4, local_batch=4, queue_size=8, feat_dim=8, hidden=8, temperature=0.2)
     queue0 = method.module.queue.clone()
     assert torch.allclose(queue0.norm(dim=1), torch.ones(8))
     x = torch.randn(4, 2, 3, 8, 8)
-    method.training_step(method.module, (x, None), ctx())
+    loss = method.training_step(method.module, (x, None), ctx()).loss
+    with torch.no_grad():
+        q = nn.functional.normalize(method.module.encoder_q(x[:, 0]), dim=1)
+        k = nn.functional.normalize(method.module.encoder_k(x[:, 1]), dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue0.T], 1) / 0.2
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long)))
+    assert torch.equal(method.module.queue, queue0)  # backward still reads the queue
+    method.after_update(1, ctx())
     q = method.module.queue
     assert int(method.module.queue_ptr) == 4
     assert torch.equal(q[4:], queue0[4:]) and not torch.equal(q[:4], queue0[:4])
     with torch.no_grad():
         keys = nn.functional.normalize(method.module.encoder_k(x[:, 1]), dim=1)
     torch.testing.assert_close(q[:4], keys)
-    for _ in range(2):
+    for step in range(2):
         method.training_step(method.module, (x, None), ctx())
+        method.after_update(step + 2, ctx())
     assert int(method.module.queue_ptr) == 4  # 12 keys into 8 slots: wrapped once
 
 

@@ -79,6 +79,7 @@ class MoCo(Method):
         self.temperature = temperature
         self.seed = seed
         self.micro_steps = 0  # forward passes so far: seeds the key shuffle of each step
+        self._pending: list[torch.Tensor] = []  # keys of this optimiser step, enqueued after it
         # one process with one BN group: a shuffle cannot change the statistics, skip it
         self.shuffle = global_batch != local_batch or self.bn_groups > 1
 
@@ -87,15 +88,14 @@ class MoCo(Method):
         step = self.micro_steps
         self.micro_steps += 1
         with ctx.autocast():
-            q = F.normalize(model(view_q).float(), dim=1)
+            q = F.normalize(model(view_q).float(), dim=1) / self.temperature
             k_local, k_all = shuffle_bn.encode_shuffled(self.module.encoder_k, view_k, self.seed, step, self.shuffle)
-            k = F.normalize(k_local.float(), dim=1)
-            queue = self.module.queue.clone()  # enqueued below, before backward reads it
-            logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / self.temperature
-            loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
-        self._enqueue(F.normalize(k_all.float(), dim=1))
-        accuracy = (logits.detach().argmax(1) == 0).float().mean() * 100
-        return StepOutput(loss, q.shape[0], {"pos_top1": accuracy})
+            positive = (q * F.normalize(k_local.float(), dim=1)).sum(1)
+            negatives = q @ self.module.queue.T
+            # cross-entropy with the positive as class 0, without materialising [positive, negatives]
+            loss = (torch.logaddexp(positive, torch.logsumexp(negatives.float(), dim=1)) - positive).mean()
+        self._pending.append(F.normalize(k_all.float(), dim=1))
+        return StepOutput(loss, q.shape[0])
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
@@ -106,7 +106,11 @@ class MoCo(Method):
 
     @torch.no_grad()
     def after_update(self, num_updates: int, ctx=None) -> None:
-        """theta_k <- m theta_k + (1 - m) theta_q, parameters only (BN buffers of the key encoder are its own)."""
+        """Enqueue this step's keys (after backward, which reads the queue: no copy of it is needed), then
+        theta_k <- m theta_k + (1 - m) theta_q, parameters only (the key encoder's BN buffers are its own)."""
+        for keys in self._pending:
+            self._enqueue(keys)
+        self._pending.clear()
         key = list(self.module.encoder_k.parameters())
         query = list(self.module.encoder_q.parameters())
         torch._foreach_lerp_(key, query, 1.0 - self.momentum)

@@ -7,8 +7,8 @@ the file system) split the work; the marker is claimed with an exclusive create,
 the same job. A failed job loses its `.proc` and stops its runner (exit 1), as published. To redo a job,
 delete its `.done` (or a stale `.proc` left by a killed runner).
 
-Evaluation jobs run over every backbone: each non-random base checkpoint itself ("0-iters", the
-direct-transfer baseline) and every ROOT/work/pretrain/<base>_basetrain/<tag>/final_backbone.pth.
+Evaluation jobs run over every backbone: each base checkpoint itself ("0-iters", the direct-transfer
+baseline; random init too) and every ROOT/work/pretrain/<base>_basetrain/<tag>/final_backbone.pth.
 """
 from __future__ import annotations
 
@@ -76,11 +76,12 @@ def pretrain_jobs(root: str, trial: bool = False, byol: bool = False, bn: bool =
 
 
 def backbones(root: str) -> list[tuple[str, str, str]]:
-    """(basetrain name, iters tag, weights path): the raw bases (0-iters) and every finished pre-training."""
+    """(basetrain name, iters tag, weights path): the raw bases (0-iters; random init as weights ''), and
+    every finished pre-training."""
     from fdsl.ssl.hpt.project import base_name, is_random
 
     project = load_root(root)
-    out = [(base_name(w), "0-iters", os.path.abspath(w)) for w in project["base_weights"] if not is_random(w)]
+    out = [(base_name(w), "0-iters", "" if is_random(w) else os.path.abspath(w)) for w in project["base_weights"]]
     pattern = os.path.join(root, "work", "pretrain", "*_basetrain", "*-iters", "final_backbone.pth")
     for path in sorted(glob.glob(pattern)):
         tag_dir = os.path.dirname(path)
