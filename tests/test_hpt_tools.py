@@ -199,6 +199,14 @@ def test_project_layout_and_unknown_keys(proj, fdsl_cli):
     ft = _yaml(proj / "hpt/configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml")
     assert ft["train_list"].endswith("lists/train-4.txt") and ft["head_lr_mult"] == 100
     assert len((proj / "hpt/lists/train-4.txt").read_text().splitlines()) == 4
+    from fdsl.cli.hpt import _stage_parser
+    from fdsl.ssl.hpt import options
+
+    for rel in configs:  # every generated config is a valid set of options of its stage
+        table = options.PRETRAIN if rel.startswith("pretrain") else options.PROBE
+        parser = _stage_parser("x", table, "")
+        args = options.parse(parser, ["--config", str(proj / "hpt" / "configs" / rel)], table)
+        assert args.output and args.arch == "resnet18", rel
 
     bad = _yaml(proj / "toy.yaml")
     bad["linear"]["itres"] = 5
@@ -300,6 +308,12 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
 
     made = plots.linear_plot(list(records.values()), "toy", os.path.join(root, "plots"))
     made += plots.finetune_plots(list(records.values()), "toy", os.path.join(root, "plots"))
+    knn_dir = os.path.join(root, "work", "pretrain", "no_basetrain", "4-iters")
+    os.makedirs(knn_dir)
+    Path(knn_dir, "knn.jsonl").write_text("".join(json.dumps({"step": s, "knn_top1": 10.0 + s}) + "\n"
+                                                  for s in (0, 2, 4)))
+    made += plots.knn_plot(root, "toy", os.path.join(root, "plots"))
     assert sorted(os.path.basename(p) for p in made) == ["toy_finetune-4-labels.pdf", "toy_finetune-4-labels.png",
-                                                         "toy_linear_eval.pdf", "toy_linear_eval.png"]
+                                                         "toy_knn.pdf", "toy_knn.png", "toy_linear_eval.pdf",
+                                                         "toy_linear_eval.png"]
     assert all(os.path.getsize(p) > 1000 for p in made)

@@ -5,7 +5,8 @@
   evaluation of the raw base), a red x per HPT-BN budget.
 - finetune/<dataset>_finetune-<subset>: per label subset, the best lr/schedule variant per (seed, steps,
   base), same lines and bands, symlog x (0 steps = the raw base).
-- knn/<dataset>_knn: the k-NN probe logged at every pre-training checkpoint vs steps, one line per run:
+- knn/<dataset>_knn: the k-NN probe logged at every pre-training checkpoint vs steps (symlog x: step 0 is
+  the base itself), one line per run:
   "the same accuracy in many fewer steps from a good base" reads off this one plot.
 """
 from __future__ import annotations
@@ -132,14 +133,16 @@ def knn_plot(root: str, dataset: str, out_dir: str) -> list[str]:
     if not runs:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
+    first = []
     for path in runs:
-        rows = [r for r in read_jsonl(path) if r.get("knn_top1") is not None and r.get("step", 0) > 0]
+        rows = [r for r in read_jsonl(path) if r.get("knn_top1") is not None]
         if not rows:
             continue
         tag = os.path.basename(os.path.dirname(path))
         base = os.path.basename(os.path.dirname(os.path.dirname(path))).removesuffix("_basetrain")
         ax.plot([r["step"] for r in rows], [r["knn_top1"] for r in rows], marker=".", label=f"{base} {tag}")
-    ax.set_xscale("log")
+        first += [r["step"] for r in rows if r["step"] > 0][:1]
+    ax.set_xscale("symlog", linthresh=min(first or [1]))  # step 0 (the base itself) stays on the axis
     ax.set_xlabel("pre-training steps")
     ax.set_ylabel("k-NN top-1 on val")
     ax.set_title(f"{dataset}: k-NN probe during pre-training")
