@@ -117,3 +117,20 @@ def test_bad_input_is_one_line(images, tmp_path, fdsl_cli):
                             "--queue-size", "16", "--output", tmp_path / "l")
     assert code == 2 and "names 1 missing file(s)" in err
     assert not any((tmp_path / d).exists() for d in ("q", "b", "l"))
+
+
+def test_finetune_trains_the_head_at_100x_by_epoch(images, tmp_path, fdsl_cli):
+    lst = "".join(f"{p.relative_to(images)} {int(p.parent.name)}\n" for p in sorted(Path(images).rglob("*.png")))
+    (Path(images) / "ft.txt").write_text(lst)
+    labels = Path(images) / "ft.txt"
+    code, _, err = fdsl_cli("hpt", "finetune", "--weights", "", *TINY, "--data-root", images, "--train-list",
+                              labels, "--val-list", labels, "--test-list", labels, "--test-precrop-size", "16",
+                              "--by", "epoch", "--epochs", "2", "--lr-steps", "1", "--lr", "0.01",
+                              "--batch-size", "4", "--accum-steps", "2", "--eval-interval", "1",
+                              "--output", tmp_path / "ft")
+    assert code == 0, err
+    ckpt = torch.load(tmp_path / "ft" / "last.pth.tar", weights_only=True)
+    backbone_lr, head_lr = (g["lr"] for g in ckpt["optimizer"]["param_groups"])
+    assert backbone_lr == pytest.approx(0.001) and head_lr == pytest.approx(0.1)  # after the drop at epoch 1
+    rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[0]["step"] == 3  # 24 images / 4 = 6 batches / 2

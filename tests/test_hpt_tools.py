@@ -317,3 +317,32 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
                                                          "toy_knn.pdf", "toy_knn.png", "toy_linear_eval.pdf",
                                                          "toy_linear_eval.png"]
     assert all(os.path.getsize(p) > 1000 for p in made)
+
+
+def test_metrics_top1_and_per_class_auroc():
+    from fdsl.eval.transfer import classification_metrics
+
+    logits = torch.tensor([[3.0, 1, 0, 0, 0, 0], [0, 3.0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 3.0]])
+    m = classification_metrics(logits, torch.tensor([0, 2, 4]))
+    assert m["top1"] == pytest.approx(100 / 3) and m["top5"] == pytest.approx(100.0)
+    scores = torch.tensor([[2.0, 0.1, 1.0], [1.0, 0.2, -1.0], [-1.0, 0.3, 0.5], [-2.0, 0.4, 0.0]])
+    truth = torch.tensor([[1.0, 1, 0], [1, 1, 1], [0, 1, 0], [0, 1, 1]])
+    m = classification_metrics(scores, truth)
+    assert m["auroc_0"] == pytest.approx(100.0) and m["auroc_2"] == pytest.approx(0.0)
+    assert m["auroc_1"] is None and m["auroc"] == pytest.approx(50.0)  # one-valued class: no AUROC, not 0
+
+
+def test_a_source_backbone_names_the_chain(tmp_path):
+    """base -> source -> target: a final_backbone.pth from another project is named by its .json."""
+    from fdsl.ssl.backbone import write_json_atomic
+
+    src = tmp_path / "resisc" / "work" / "pretrain" / "moco_v2_800ep_basetrain" / "50000-iters"
+    src.mkdir(parents=True)
+    torch.save({"state_dict": {}}, src / "final_backbone.pth")
+    write_json_atomic({"basetrain": "moco_v2_800ep", "dataset": "resisc", "iters": 50000},
+                      str(src / "final_backbone.json"))
+    assert project.base_name(str(src / "final_backbone.pth")) == "moco_v2_800ep-resisc_50000it"
+    assert project.base_name(str(tmp_path / "imagenet_r50-21352794.pth")) == "imagenet_r50_21352794"
+    record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr30-s2")
+    assert (record["basetrain"], record["pretrain_data"], record["steps"], record["sample"]) == \
+        ("moco_v2_800ep", "resisc_50000it", 500, 2)

@@ -72,6 +72,11 @@ PRETRAIN = {
     "device": (None, "cpu or cuda (default: cuda when available)"),
     "log_interval": (25, "steps between log lines"),
     "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
+    "log_wandb": (False, "log to wandb (offline unless WANDB_MODE says otherwise)"),
+    "log_tensorboard": (False, "log to TensorBoard (<output>/tensorboard)"),
+    "project_name": ("fdsl-hpt", "wandb project"),
+    "group_name": (None, "wandb group"),
+    "entity_name": ("YOUR_ENTITY", "wandb entity"),
 }
 
 METHOD_DEFAULTS = {
@@ -116,6 +121,11 @@ PROBE = {
     "device": (None, "cpu or cuda"),
     "log_interval": (50, "steps between log lines"),
     "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
+    "log_wandb": (False, "log to wandb (offline unless WANDB_MODE says otherwise)"),
+    "log_tensorboard": (False, "log to TensorBoard (<output>/tensorboard)"),
+    "project_name": ("fdsl-hpt", "wandb project"),
+    "group_name": (None, "wandb group"),
+    "entity_name": ("YOUR_ENTITY", "wandb entity"),
 }
 
 

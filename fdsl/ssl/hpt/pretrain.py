@@ -198,6 +198,7 @@ def _run(args, info) -> None:
                     max_updates=args.iters, accum_steps=args.accum_steps,
                     resume="auto" if args.resume == "auto" else ("" if args.resume == "none" else args.resume),
                     log_interval=args.log_interval, pause_updates=args.pause_updates, amp_dtype=amp,
+                    trackers_args=args if args.log_wandb or args.log_tensorboard else None,
                     checkpoint_hist=1,
                     sync_bn=args.method == "byol" and args.sync_bn,
                     describe=f"hpt {args.method}{' (BN only)' if args.bn_only else ''}: {args.arch} from "

@@ -142,6 +142,7 @@ def _run(args, info) -> None:
                     max_updates=max_updates, accum_steps=args.accum_steps,
                     resume="auto" if args.resume == "auto" else ("" if args.resume == "none" else args.resume),
                     log_interval=args.log_interval, pause_updates=args.pause_updates, amp_dtype=amp,
+                    trackers_args=args if args.log_wandb or args.log_tensorboard else None,
                     checkpoint_hist=1, higher_is_better=True,
                     describe=f"hpt {args.protocol}: {args.arch} from {args.weights or 'random init'}, "
                              f"{num_classes} classes, {len(train)} training images")
