@@ -170,22 +170,23 @@ def published_row(name: str, root: str, python: str, scale: float, clock: str) -
         return timed_runs(lambda n, out: ["render_from_oneparam_mp.py", f"--img_basesavedir={out}", "--sigma=4.0",
                                           "--delta=0.1", f"--sample={n}"], 1, 1 + max(2, int(3 * scale)), python,
                           folder, clock)
-    if name == "fractaldb":  # one category CSV (a searched fdsl class), one weight row, --instance n / 4 draws
+    if name == "fractaldb":  # run 1 has no category, run 2 one category (a searched fdsl class) x 2 weight rows
         folder = os.path.join(root, "FractalDB-Pretrained-ResNet-PyTorch", "fractal_renderer")
         work = tempfile.mkdtemp()
-        os.makedirs(os.path.join(work, "csv"))
         sys.path.insert(0, REPO)
         from fdsl.data import registry
 
         params = registry.create("fractaldb", classes=1).class_params(0)
-        with open(os.path.join(work, "csv", "00000.csv"), "w", newline="") as handle:
+        for n in (0, 8):
+            os.makedirs(os.path.join(work, str(n)))
+        with open(os.path.join(work, "8", "00000.csv"), "w", newline="") as handle:
             csv.writer(handle).writerows(params.tolist())
-        with open(os.path.join(work, "weights.csv"), "w") as handle:
-            handle.write("1,1,1,1,1,1\n")
-        return timed_runs(lambda n, out: ["make_fractaldb.py", f"--load_root={work}/csv", f"--save_root={out}/db",
-                                          f"--weight_csv={work}/weights.csv", f"--instance={n // 4}",
-                                          "--image_size_x=362", "--image_size_y=362", "--iteration=200000"],
-                          4, 8, python, folder, clock)
+        with open(os.path.join(work, "weights.csv"), "w") as handle:  # 2 rows x --instance 1 x 4 flips
+            handle.write("1,1,1,1,1,1\n0.9,1,1,1,1,1\n")
+        return timed_runs(lambda n, out: ["make_fractaldb.py", f"--load_root={work}/{n}", f"--save_root={out}/db",
+                                          f"--weight_csv={work}/weights.csv", "--instance=1", "--image_size_x=362",
+                                          "--image_size_y=362", "--iteration=200000"],
+                          0, 8, python, folder, clock)
     return None
 
 
