@@ -1,13 +1,16 @@
 """`fdsl render <db> ... --estimate`: time a small sample of the build on this machine and project the rest.
 
-A few classes spread over the requested range are rendered and PNG-encoded (in memory: nothing is written
-to the output folder), with their class set-up (parameter search) timed apart, so the projection covers both
-costs. Wall time assumes every worker of every rank runs as fast as this one core, which is what the build
-achieves when workers x ranks does not exceed the cores (it does not count shared-file-system slowdowns).
+A few dozen classes spread over the requested range are rendered, PNG-encoded and written to a scratch
+folder of the system's temporary directory (removed at once; nothing goes to the output folder), with their
+class set-up (parameter search) timed apart, so the projection covers both costs. Times are this process's CPU time, so other work on the machine does not inflate them. Wall time
+assumes every worker of every rank runs as fast as this one core, which is what the build achieves when
+workers x ranks does not exceed the free cores and the disk keeps up (file-system time is not counted).
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -71,8 +74,8 @@ def sample_classes(start: int, stop: int, count: int) -> list[int]:
 
 
 def measure(plan: BuildPlan, class_range: str | None, workers: int, ranks: int, seconds: float = 4.0,
-            classes: int = 6) -> Estimate:
-    """Render and encode instances 0, 1, 2 ... of a few classes for about ``seconds`` in all."""
+            classes: int = 24) -> Estimate:
+    """Render and encode instances 0, 1, 2 ... of a few classes for about ``seconds`` of CPU time in all."""
     db = plan.db
     start, stop = parse_class_range(class_range, db.num_classes)
     chosen = sample_classes(start, stop, classes)
@@ -80,18 +83,21 @@ def measure(plan: BuildPlan, class_range: str | None, workers: int, ranks: int, 
     class_time = image_time = png_total = param_total = 0.0
     images = 0
     budget = seconds / len(chosen)
-    for cls in chosen:
-        began = time.perf_counter()
-        params = db.class_params(cls)
-        param_total += sum(len(data) for data in db.param_files(cls, params).values())
-        class_time += time.perf_counter() - began
-        began = time.perf_counter()
-        for image in db.render(cls, params, range(db.num_instances)):
-            png_total += len(writers.encode_png(image, plan.mode))
-            images += 1
-            if time.perf_counter() - began > budget:
-                break
-        image_time += time.perf_counter() - began
+    with tempfile.TemporaryDirectory(prefix="fdsl-estimate-") as scratch:
+        for cls in chosen:
+            began = time.process_time()
+            params = db.class_params(cls)
+            param_total += sum(len(data) for data in db.param_files(cls, params).values())
+            class_time += time.process_time() - began
+            began = time.process_time()
+            for image in db.render(cls, params, range(db.num_instances)):
+                data = writers.encode_png(image, plan.mode)
+                writers.atomic_write(os.path.join(scratch, f"{images}.png"), data)
+                png_total += len(data)
+                images += 1
+                if time.process_time() - began > budget:
+                    break
+            image_time += time.process_time() - began
     return Estimate(classes=stop - start, instances=db.num_instances, sampled_classes=len(chosen),
                     sampled_images=images, image_s=image_time / images, class_s=class_time / len(chosen),
                     png_bytes=png_total / images, param_bytes=param_total / len(chosen), workers=workers,
@@ -121,10 +127,10 @@ def report(name: str, size: int, est: Estimate, shard_size: int) -> str:
     shards = math.ceil(est.images / shard_size)
     set_up = f", class set-up {est.class_s * 1000:.1f} ms" if est.class_s >= 0.0005 else ""
     return "\n".join([
-        f"{name} estimate (nothing written): {est.classes:,} classes x {est.instances:,} images, {size} px",
+        f"{name} estimate (nothing written to the output): {est.classes:,} classes x {est.instances:,} images, {size} px",
         (f"  measured on {est.sampled_classes} classes, {est.sampled_images:,} images: "
-        f"{est.per_core_rate:,.0f} images/s per core ({est.image_s * 1000:.2f} ms per image rendered and "
-        f"encoded{set_up})"),
+        f"{est.per_core_rate:,.0f} images/s per core ({est.image_s * 1000:.2f} ms per image rendered, encoded "
+        f"and written{set_up})"),
         (f"  build time: {human_seconds(est.wall_seconds)} with {est.workers} worker(s) x {est.ranks} rank(s) "
         f"({human_seconds(est.core_seconds)} on one core; assumes a free core per worker)"),
         (f"  disk: PNG folders {human_bytes(png_data)} ({human_bytes(png_blocks)} on 4 KiB file-system blocks); "
