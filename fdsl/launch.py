@@ -116,8 +116,8 @@ def free_port() -> int:
 def rendezvous(launch: Launch, env=os.environ) -> tuple[str, str]:
     """(MASTER_ADDR, MASTER_PORT) for torch.distributed. Set variables win. Under mpirun without them,
     rank 0 shares its host name and a free port through mpi4py; without mpi4py, ranks that all run on
-    this machine use localhost. Raises RuntimeError (one line) when ranks on several machines cannot
-    find rank 0."""
+    this machine use localhost. Raises RuntimeError (one line) when mpirun put ranks on several machines
+    and they cannot find rank 0; other launchers keep the localhost default."""
     addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     if addr:
         return addr, port or "8888"
@@ -126,7 +126,8 @@ def rendezvous(launch: Launch, env=os.environ) -> tuple[str, str]:
         if comm is not None:
             mine = (socket.gethostname(), port or str(free_port())) if comm.Get_rank() == 0 else None
             return comm.bcast(mine, root=0)
-    if launch.one_node:
+    several_machines = launch.launcher in MPI_LAUNCHERS and launch.local_size is not None and not launch.one_node
+    if not several_machines:  # one machine, or a launcher that does not say (as before: localhost)
         return "localhost", port or "8888"
     raise RuntimeError(f"{launch.launcher}: {launch.world_size} ranks on several machines and no MASTER_ADDR; "
                        f"export MASTER_ADDR=<rank 0's host> (mpirun -x MASTER_ADDR) or pip install 'fdsl[mpi]' "
