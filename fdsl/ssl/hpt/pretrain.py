@@ -174,7 +174,9 @@ def _run(args, info) -> None:
     seed_epoch(args.seed, info.rank, 0)
     backbone = bb.create_backbone(args.arch)
     resuming = _resuming(args)
-    base = "resumed" if resuming else bb.load_base(backbone, args.base, log=lambda m: print0(info, m))
+    if not resuming:
+        bb.load_base(backbone, args.base, log=lambda m: print0(info, m))
+    start = "random init" if bb.is_random_init(args.base) else (args.base_name or args.base)
     if args.bn_only:
         bb.train_only_batchnorm(backbone)
     method = build_method(args, info, backbone, batch)
@@ -202,7 +204,7 @@ def _run(args, info) -> None:
                     checkpoint_hist=1,
                     sync_bn=args.method == "byol" and args.sync_bn,
                     describe=f"hpt {args.method}{' (BN only)' if args.bn_only else ''}: {args.arch} from "
-                             f"{args.base_name or base} on {args.dataset}, {args.iters} steps of "
+                             f"{start}{' (resumed)' if resuming else ''} on {args.dataset}, {args.iters} steps of "
                              f"{args.batch_size}x{args.accum_steps} images")
     knn = KnnMonitor(args, info, method) if args.knn_train_list and args.knn_val_list else None
     if knn is not None and not resuming:
