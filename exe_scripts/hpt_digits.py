@@ -9,7 +9,8 @@
     PYTHONPATH=. python exe_scripts/hpt_digits.py WORK [--steps 300] [--arch resnet10t]
 
 Digits: images 0-999 are the training set (pre-training and probe training), 1000-1398 validation,
-1399-1796 test. The probe: frozen backbone, Linear head, SGD, lr x 0.1 at 1/3 and 2/3, test at best val.
+1399-1796 test. The probe: frozen backbone, Linear head, SGD, lr x 0.1 at 1/3 and 2/3, test at best val; the lr is swept
+(features of random init and of the FractalDB model differ 25x in scale) and chosen on val.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def main() -> None:
     p.add_argument("--arch", default="resnet10t", help="timm ResNet (the same for the FractalDB base)")
     p.add_argument("--fractal-epochs", type=int, default=5)
     p.add_argument("--probe-steps", type=int, default=300)
-    p.add_argument("--probe-lr", type=float, default=1.0)
+    p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0],
+                   help="linear-probe lrs swept per backbone (feature scales differ by 25x); best val kept")
     args = p.parse_args()
     work = os.path.abspath(args.work)
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -83,7 +85,7 @@ def main() -> None:
         "base_weights": [base, ""], "bt_iters": [args.steps], "no_bt_iters": [args.steps],
         "pretrain": {"batch_size": 64, "queue_size": 4096, "bn_group_size": 32, "workers": 1,
                      "epoch_updates": max(1, args.steps // 6), "log_interval": 20, "aug": "full"},
-        "linear": {"iters": args.probe_steps, "lr": args.probe_lr, "reruns": 1, "batch_size": 128,
+        "linear": {"iters": args.probe_steps, "lr": args.probe_lrs, "reruns": 1, "batch_size": 128,
                    "eval_interval": max(1, args.probe_steps // 10), "workers": 1},
         "finetune": {"num_train_labels": [], "by_iter": 0, "by_epoch": 0},
     }
@@ -95,15 +97,17 @@ def main() -> None:
     fdsl("hpt", "run", root, "--stage", "linear")
     fdsl("hpt", "aggregate", root)
     fdsl("hpt", "plot", root)
-    with open(os.path.join(root, "results", "digits_results.json")) as f:
-        records = json.load(f)
-    print(f"\nlinear probe on digits (test top-1 at best val; {args.arch}, {args.steps} MoCo v2 steps):")
-    for key in sorted(records):
-        r = records[key]
+    from fdsl.ssl.hpt.plots import best_variants
+    from fdsl.ssl.hpt.results import load_results
+
+    records = best_variants(load_results(os.path.join(root, "results", "digits_results.json")))
+    print(f"\nlinear probe on digits (test top-1 at best val, lr chosen on val; {args.arch}, {args.steps} "
+          "MoCo v2 steps):")
+    for r in sorted(records, key=lambda r: (r["basetrain"], r["steps"])):
         start = {"none": "random init", "fractaldb_supervised": "FractalDB (fdsl pretrain)"}.get(r["basetrain"],
                                                                                                 r["basetrain"])
         what = f"{start} + MoCo v2 {r['steps']} steps" if r["steps"] else f"{start}, no MoCo"
-        print(f"  {what:<48} {r['result']:.2f}")
+        print(f"  {what:<48} {r['result']:.2f}  (val {r['val']:.2f}, {r['variant']})")
     for path in sorted(glob.glob(os.path.join(root, "work", "pretrain", "*", "*", "knn.jsonl"))):
         with open(path) as f:
             rows = [json.loads(line) for line in f]

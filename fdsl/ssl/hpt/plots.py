@@ -3,8 +3,10 @@
 - linear-eval/<dataset>_linear_eval: accuracy vs pre-training steps (log x), one line per base (mean over
   seeds, the band spans the seeds), a dashed line per base at its direct-transfer value (the 0-iter
   evaluation of the raw base), a red x per HPT-BN budget.
-- finetune/<dataset>_finetune-<subset>: per label subset, the best lr/schedule variant per (seed, steps,
-  base), same lines and bands, symlog x (0 steps = the raw base).
+- finetune/<dataset>_finetune-<subset>: per label subset, same lines and bands, symlog x (0 steps = the
+  raw base).
+Where several variants (lrs, schedules) were run, each point keeps the variant with the best validation
+value (published: the best test value, which selects on the test set).
 - knn/<dataset>_knn: the k-NN probe logged at every pre-training checkpoint vs steps (symlog x: step 0 is
   the base itself), one line per run:
   "the same accuracy in many fewer steps from a good base" reads off this one plot.
@@ -28,6 +30,17 @@ def _label(base: str, method: str) -> str:
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
     return sum(values) / len(values), min(values), max(values)
+
+
+def best_variants(rows: list[dict]) -> list[dict]:
+    """Per (subset, base, source, method, HPT-BN, steps, seed), the run whose variant (lr, schedule) has the
+    best validation value: model selection on val, the test value reported."""
+    best: dict = {}
+    for r in rows:
+        key = (r["subset"], r["basetrain"], r["pretrain_data"], r["method"], r["bn_only"], r["steps"], r["sample"])
+        if key not in best or (r["val"] or float("-inf")) > (best[key]["val"] or float("-inf")):
+            best[key] = r
+    return list(best.values())
 
 
 def _lines(ax, groups: dict, symlog: bool) -> None:
@@ -60,7 +73,8 @@ def linear_plot(records: list[dict], dataset: str, out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in records if r["result_type"] == "linear-eval" and r["complete"] and r["result"] is not None]
+    rows = best_variants([r for r in records if r["result_type"] == "linear-eval" and r["complete"]
+                          and r["result"] is not None])
     if not rows:
         return []
     groups: dict = defaultdict(lambda: defaultdict(list))
@@ -99,18 +113,14 @@ def finetune_plots(records: list[dict], dataset: str, out_dir: str) -> list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in records if r["result_type"] == "finetune" and r["complete"] and r["result"] is not None]
+    rows = best_variants([r for r in records if r["result_type"] == "finetune" and r["complete"]
+                          and r["result"] is not None and not r["bn_only"]])
     paths = []
     for subset in sorted({r["subset"] for r in rows}):
-        best: dict = {}
-        for r in rows:
-            if r["subset"] != subset or r["bn_only"]:
-                continue
-            key = (r["basetrain"], r["method"], r["sample"], r["steps"])
-            best[key] = max(best.get(key, float("-inf")), r["result"])
         groups: dict = defaultdict(lambda: defaultdict(list))
-        for (base, method, _, steps), value in best.items():
-            groups[(base, method)][steps].append(value)
+        for r in rows:
+            if r["subset"] == subset:
+                groups[(r["basetrain"], r["method"])][r["steps"]].append(r["result"])
         fig, ax = plt.subplots(figsize=(6, 4))
         _lines(ax, groups, symlog=True)
         ax.set_xlabel("pre-training steps")

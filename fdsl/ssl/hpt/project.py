@@ -55,6 +55,7 @@ DEFAULTS = {
     "bn_iters": [],  # HPT-BN budgets (from each non-random base), e.g. [5000]
     "methods": ["moco"],  # moco and/or byol
     "pretrain": {},  # any other `fdsl hpt pretrain` option for every pre-training stage (batch_size, lr, ...)
+    # lr: one value (published 30), or a list to sweep (the plots then keep the lr with the best val)
     "linear": {"iters": 5000, "lr": 30.0, "lr_drops": None, "reruns": 3, "batch_size": 512,
                "eval_interval": 100, "workers": 8},
     "finetune": {"num_train_labels": [1000, "all"], "lrs": [0.01, 0.001], "by_iter": 2500,
@@ -202,15 +203,16 @@ def linear_configs(p: dict) -> dict[str, dict]:
     lin, d = p["linear"], p["data"]
     drops = lin["lr_drops"] or [round(lin["iters"] / 3) + 1, round(2 * lin["iters"] / 3)]  # 1651, 3333 at 5000
     out = {}
-    for seed in range(int(lin["reruns"])):
-        cfg = _data_keys(p)
-        cfg.update({"protocol": "linear", "train_list": d["train_list"], "val_list": d["val_list"],
-                    "test_list": d["test_list"], "test_precrop_size": p["test_precrop_size"],
-                    "iters": lin["iters"], "lr": lin["lr"], "lr_steps": drops, "by": "iter",
-                    "batch_size": lin["batch_size"], "accum_steps": 1, "eval_interval": lin["eval_interval"],
-                    "momentum": 0.9, "weight_decay": 0.0, "head_lr_mult": 1.0, "seed": seed,
-                    "workers": lin["workers"]})
-        out[f"linear-eval/linear-eval-lr{lr_tag(lin['lr'])}-s{seed}.yaml"] = cfg
+    for lr in lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]:
+        for seed in range(int(lin["reruns"])):
+            cfg = _data_keys(p)
+            cfg.update({"protocol": "linear", "train_list": d["train_list"], "val_list": d["val_list"],
+                        "test_list": d["test_list"], "test_precrop_size": p["test_precrop_size"],
+                        "iters": lin["iters"], "lr": lr, "lr_steps": drops, "by": "iter",
+                        "batch_size": lin["batch_size"], "accum_steps": 1, "eval_interval": lin["eval_interval"],
+                        "momentum": 0.9, "weight_decay": 0.0, "head_lr_mult": 1.0, "seed": seed,
+                        "workers": lin["workers"]})
+            out[f"linear-eval/linear-eval-lr{lr_tag(lr)}-s{seed}.yaml"] = cfg
     return out
 
 
