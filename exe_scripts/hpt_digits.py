@@ -58,8 +58,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="MoCo v2 optimiser steps on the digits")
     p.add_argument("--arch", default="resnet10t", help="timm ResNet (the same for the FractalDB base)")
     p.add_argument("--fractal-epochs", type=int, default=5)
-    p.add_argument("--probe-steps", type=int, default=300)
-    p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0],
+    p.add_argument("--probe-steps", type=int, default=150)
+    p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.03, 0.3, 3.0],
                    help="linear-probe lrs swept per backbone (feature scales differ by 25x); best val kept")
     args = p.parse_args()
     work = os.path.abspath(args.work)
@@ -85,8 +85,8 @@ def main() -> None:
         "base_weights": [base, ""], "bt_iters": [args.steps], "no_bt_iters": [args.steps],
         "pretrain": {"batch_size": 64, "queue_size": 4096, "bn_group_size": 32, "workers": 1,
                      "epoch_updates": max(1, args.steps // 6), "log_interval": 20, "aug": "full"},
-        "linear": {"iters": args.probe_steps, "lr": args.probe_lrs, "reruns": 1, "batch_size": 128,
-                   "eval_interval": max(1, args.probe_steps // 10), "workers": 1},
+        "linear": {"iters": args.probe_steps, "lr": args.probe_lrs, "reruns": 1, "batch_size": 64,
+                   "eval_interval": max(1, args.probe_steps // 6), "workers": 1},
         "finetune": {"num_train_labels": [], "by_iter": 0, "by_epoch": 0},
     }
     with open(os.path.join(work, "digits.yaml"), "w") as f:
