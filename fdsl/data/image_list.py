@@ -66,15 +66,25 @@ def read_list(path: str, root: str | None = None, class_map: dict | None = None,
     return samples, bool(multi), lines
 
 
+def _map_key(key) -> object:
+    """Class-map keys compare as numbers when they are numbers ("1", "1.0" and 1.0 are one key), "" or None
+    is the blank field."""
+    if key is None or str(key).strip() == "":
+        return ""
+    text = str(key).strip()
+    return float(text) if _is_float(text) else text
+
+
 def _map_values(values: list[str], class_map: dict | None, path: str, number: int) -> list[float]:
     out = []
+    table = {_map_key(k): v for k, v in class_map.items()} if class_map is not None else None
     for v in values:
         v = v.strip()
-        if class_map is not None:
-            key = v if v in class_map else (str(float(v)) if v and _is_float(v) and str(float(v)) in class_map else None)
-            if key is None:
-                raise UserError(f"{path}:{number}: value {v!r} is not in the class map {sorted(class_map)}")
-            out.append(float(class_map[key]))
+        if table is not None:
+            key = _map_key(v)
+            if key not in table:
+                raise UserError(f"{path}:{number}: value {v!r} is not in the class map {sorted(map(str, table))}")
+            out.append(float(table[key]))
         elif not v:
             out.append(0.0)
         elif _is_float(v):
