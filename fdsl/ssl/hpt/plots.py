@@ -150,7 +150,8 @@ def knn_plot(root: str, dataset: str, out_dir: str) -> list[str]:
             continue
         tag = os.path.basename(os.path.dirname(path))
         base = os.path.basename(os.path.dirname(os.path.dirname(path))).removesuffix("_basetrain")
-        ax.plot([r["step"] for r in rows], [r["knn_top1"] for r in rows], marker=".", label=f"{base} {tag}")
+        ax.plot([r["step"] for r in rows], [r["knn_top1"] for r in rows], marker=".",
+                label=f"{_label('none' if base == 'no' else base, 'moco')}, {tag}")
         first += [r["step"] for r in rows if r["step"] > 0][:1]
     ax.set_xscale("symlog", linthresh=min(first or [1]))  # step 0 (the base itself) stays on the axis
     ax.set_xlabel("pre-training steps")
