@@ -1,11 +1,15 @@
 """Batched iterated function systems in torch: FractalDB, 1p-frac and 2D-OFDB (2D); ExFractalDB,
 MV-FractalDB and 3D-OFDB (3D). The formulas are those of ``ifs2d`` and ``ifs3d``.
 
-The CPU renderers run ONE chain of 100,000+ points, which a GPU cannot run fast. Here every image runs
-``chains`` chains side by side, each for a short burn-in that is not drawn and then
-``ceil(points / chains)`` recorded steps: the same invariant measure, sampled in parallel. Chain 0 has no
-burn-in and starts at the origin like the CPU chain, so the few transient points the CPU image shows
-(which also widen its min-max box) are here too.
+The CPU renderers run ONE chain of 100,000+ points. Many short chains are no substitute: systems with a
+near-isometric map (1p-frac's sigma-factor systems, many FractalDB categories) mix slowly, and short chains
+from the origin never reach the stationary distribution. So every image runs a few LONG chains, one per
+``chain_length`` points (a smaller image runs one chain, as on the CPU), each after a ``burn_in`` that is not
+drawn, and each chain is computed in parallel pieces: cut into chunks of ~sqrt(steps) maps, every chunk's
+running affine composite is built step by step for all chunks at once, then the chunks are joined by carrying
+the state from one chunk's end to the next one's start: ~2 sqrt(steps) small sequential steps instead of
+``steps``. Chain 0 has no burn-in and starts at the origin like the CPU chain, so the transient points the CPU
+image shows (which widen its min-max box) are there too.
 
 A system is a padded tensor ``(B, N, P + 1)``: per map the row-major linear part and the shift
 (2D: ``a, b, c, d, e, f``; 3D: 9 + 3 values) and the selection probability; ``num_maps`` (B,) says how
@@ -20,51 +24,85 @@ import torch
 from fdsl.render import ifs2d, ifs3d
 from fdsl.render.gpu import canvas_index, latest_keys
 
-CHAINS = 1024
-BURN_IN = 20
+CHAIN_LENGTH = 10_000
+BURN_IN = 256
 
 
 # -- the chaos game ------------------------------------------------------------------------------
 def chaos_game(systems: torch.Tensor, num_maps: torch.Tensor, points: int, generator: torch.Generator,
-               dims: int, chains: int = CHAINS, burn_in: int = BURN_IN, record_origin: bool = False,
+               dims: int, chain_length: int = CHAIN_LENGTH, burn_in: int = BURN_IN, record_origin: bool = False,
                normalise_probabilities: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """About ``points`` states per system: (B, M, dims) and their validity (B, M).
+    """About ``points`` states per system: (B, M, dims) and their validity (B, M), chain after chain.
 
     Maps are chosen with the probabilities of the last column, cumulated as saved (a CSV whose p do not sum
     to 1 picks the last real map for the rest, as the CPU loop does) unless ``normalise_probabilities``.
     A chain that ever leaves the finite floats is invalid as a whole (the CPU drops the tail of its one chain).
     """
-    batch, _, width = systems.shape
-    chains = max(1, min(chains, points))
-    recorded = math.ceil(max(points - burn_in, 1) / chains)
-    steps = burn_in + recorded
-    device = systems.device
-    probabilities = systems[..., -1].clamp(min=0)
-    cumulative = probabilities.cumsum(1)
-    if normalise_probabilities:
-        cumulative = cumulative / cumulative[:, -1:].clamp(min=1e-30)
-    uniforms = torch.rand(batch, steps * chains, generator=generator, device=device, dtype=systems.dtype)
-    choice = torch.searchsorted(cumulative.contiguous(), uniforms)
-    choice = torch.minimum(choice, (num_maps.to(device) - 1).clamp(min=0)[:, None]).view(batch, steps, chains)
+    batch = systems.shape[0]
+    device, dtype = systems.device, systems.dtype
+    chains = max(1, round(points / chain_length))
+    burn_in = min(burn_in, points) if chains > 1 else 0
+    steps = burn_in + math.ceil(max(points - burn_in, 1) / chains)
+    chunk = math.ceil(math.sqrt(steps))
+    chunks = math.ceil(steps / chunk)
+    choice = _choose_maps(systems, num_maps, (chains, chunks, chunk), generator, normalise_probabilities)
 
+    # running composite (linear, shift) of every chunk, after each of its steps
     coefficients = systems[..., :-1]
-    params = width - 1
-    state = torch.zeros(batch, chains, dims, dtype=systems.dtype, device=device)
-    start = 1 if record_origin else 0
-    states = torch.empty(batch, start + steps, chains, dims, dtype=systems.dtype, device=device)
-    if record_origin:
-        states[:, 0] = 0
-    for step in range(steps):
-        picked = torch.gather(coefficients, 1, choice[:, step, :, None].expand(batch, chains, params))
-        linear = picked[..., : dims * dims].view(batch, chains, dims, dims)
-        state = (linear * state[..., None, :]).sum(-1) + picked[..., dims * dims:]
-        states[:, start + step] = state
+    lanes = (batch, chains, chunks)
+    linear = torch.eye(dims, dtype=dtype, device=device).expand(*lanes, dims, dims)
+    shift = torch.zeros(*lanes, dims, dtype=dtype, device=device)
+    local_linear = torch.empty(*lanes, chunk, dims, dims, dtype=dtype, device=device)
+    local_shift = torch.empty(*lanes, chunk, dims, dtype=dtype, device=device)
+    for step in range(chunk):
+        index = choice[..., step].reshape(batch, -1, 1).expand(-1, -1, coefficients.shape[-1])
+        picked = torch.gather(coefficients, 1, index).view(*lanes, -1)
+        map_linear = picked[..., : dims * dims].view(*lanes, dims, dims)
+        linear = _matmul(map_linear, linear)
+        shift = _matvec(map_linear, shift) + picked[..., dims * dims:]
+        local_linear[:, :, :, step] = linear
+        local_shift[:, :, :, step] = shift
 
-    finite_chain = torch.isfinite(states).all(-1).all(1)  # (B, chains)
-    step_index = torch.arange(start + steps, device=device) - start
-    after_burn_in = (step_index >= burn_in)[:, None] | (torch.arange(chains, device=device) == 0)[None, :]
-    valid = finite_chain[:, None, :] & after_burn_in[None]
-    return states.view(batch, -1, dims), valid.view(batch, -1)
+    # carry the state from chunk to chunk, then place every step
+    state = torch.zeros(batch, chains, dims, dtype=dtype, device=device)
+    starts = torch.empty(*lanes, dims, dtype=dtype, device=device)
+    for c in range(chunks):
+        starts[:, :, c] = state
+        state = _matvec(local_linear[:, :, c, -1], state) + local_shift[:, :, c, -1]
+    states = _matvec(local_linear, starts[:, :, :, None]) + local_shift  # (B, chains, chunks, chunk, dims)
+    states = states.view(batch, chains, chunks * chunk, dims)
+
+    step_index = torch.arange(chunks * chunk, device=device)
+    recorded = (step_index[None] >= burn_in) | (torch.arange(chains, device=device) == 0)[:, None]
+    recorded &= (step_index < steps)[None]
+    finite = torch.where(recorded[None, ..., None], states, 0).isfinite().all(-1).all(-1)  # (B, chains)
+    valid = recorded[None] & finite[..., None]
+    states, valid = states.reshape(batch, -1, dims), valid.reshape(batch, -1)
+    if record_origin:  # the CPU's first point is the origin itself
+        states = torch.cat([torch.zeros(batch, 1, dims, dtype=dtype, device=device), states], 1)
+        valid = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=device), valid], 1)
+    return states, valid
+
+
+def _choose_maps(systems, num_maps, shape, generator, normalise):
+    """Map indices (B, *shape) drawn with the systems' probabilities."""
+    batch = systems.shape[0]
+    cumulative = systems[..., -1].clamp(min=0).cumsum(1)
+    if normalise:
+        cumulative = cumulative / cumulative[:, -1:].clamp(min=1e-30)
+    uniforms = torch.rand(batch, math.prod(shape), generator=generator, device=systems.device, dtype=systems.dtype)
+    choice = torch.searchsorted(cumulative.contiguous(), uniforms)
+    last = (num_maps.to(systems.device) - 1).clamp(min=0)[:, None]
+    return torch.minimum(choice, last).view(batch, *shape)
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched products of small matrices as broadcast multiply-adds (faster than bmm at 2x2 / 3x3)."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
+def _matvec(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (a * v[..., None, :]).sum(-1)
 
 
 # -- 2D: rescale, rasterise, flip ------------------------------------------------------------------
@@ -142,10 +180,10 @@ def flip(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
 
 def render_ifs2d(systems: torch.Tensor, num_maps: torch.Tensor, flips: torch.Tensor, size: int, points: int,
                  generator: torch.Generator, draw_type: str = "patch_gray", pad: int = ifs2d.PAD,
-                 chains: int = CHAINS, burn_in: int = BURN_IN) -> torch.Tensor:
+                 chain_length: int = CHAIN_LENGTH, burn_in: int = BURN_IN) -> torch.Tensor:
     """A batch of 2D IFS images: systems (B, N, 7) rows ``a, b, c, d, e, f, p``; uint8 (B, C, size, size)."""
-    cloud, valid = chaos_game(systems, num_maps, points, generator, dims=2, chains=chains, burn_in=burn_in,
-                              record_origin=True)
+    cloud, valid = chaos_game(systems, num_maps, points, generator, dims=2, chain_length=chain_length,
+                              burn_in=burn_in, record_origin=True)
     xs, ys, valid = to_pixels(cloud, valid, size, pad)
     return flip(draw_2d(xs, ys, valid, size, draw_type, generator), flips)
 
@@ -226,9 +264,9 @@ def splat(points: torch.Tensor, valid: torch.Tensor, eyes: torch.Tensor, size: i
 
 
 def render_ifs3d(systems: torch.Tensor, num_maps: torch.Tensor, eyes: torch.Tensor, size: int, points: int,
-                 generator: torch.Generator, chains: int = CHAINS, burn_in: int = BURN_IN) -> torch.Tensor:
+                 generator: torch.Generator, chain_length: int = CHAIN_LENGTH, burn_in: int = BURN_IN) -> torch.Tensor:
     """A batch of 3D IFS views: systems (B, N, 13) (3x3 linear part, shift, p); uint8 (B, 1, size, size)."""
-    cloud, valid = chaos_game(systems, num_maps, points, generator, dims=3, chains=chains, burn_in=burn_in,
-                              normalise_probabilities=True)
+    cloud, valid = chaos_game(systems, num_maps, points, generator, dims=3, chain_length=chain_length,
+                              burn_in=burn_in, normalise_probabilities=True)
     cloud, valid = normalise_clouds(cloud, valid)
     return splat(cloud, valid, eyes, size)
