@@ -135,12 +135,13 @@ class BatchAugment:
             plan["interp"] = torch.randint(0, 2, (batch,), generator=g)
         else:
             plan["interp"] = torch.zeros(batch, dtype=torch.long)
-        plan["layers"] = _randaugment_layers(batch, spec, g) if spec.randaugment else []
-        if spec.color_jitter > 0:
+        augmenting = not spec.no_aug  # --no-aug: resize and normalise only, as timm's no_aug transform
+        plan["layers"] = _randaugment_layers(batch, spec, g) if spec.randaugment and augmenting else []
+        if spec.color_jitter > 0 and augmenting:
             low = max(0.0, 1 - spec.color_jitter)
             plan["jitter"] = low + torch.rand(batch, 3, generator=g) * (1 + spec.color_jitter - low)
             plan["jitter_order"] = torch.rand(batch, 3, generator=g).argsort(1)
-        plan["erase"] = _erase_boxes(batch, spec, g) if spec.re_prob > 0 else []
+        plan["erase"] = _erase_boxes(batch, spec, g) if spec.re_prob > 0 and augmenting else []
         return plan
 
     # -- geometry: one resampling ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from fdsl.data import registry
-from fdsl.data.gpu_augment import AugmentSpec, BatchAugment
+from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 from fdsl.errors import UserError
 from fdsl.render import gpu_contour, gpu_ifs, ifs3d
 
@@ -46,7 +46,7 @@ def all_class_params(db, workers: int = 1, progress: bool = True) -> list:
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     mine = list(range(rank, db.num_classes, world))
     bar = tqdm(total=len(mine), desc=f"{db.name} class parameters", unit="class", disable=not progress,
-               leave=False)
+               leave=False, delay=2.0)  # shown only when it takes a while (FractalDB and 3D searches)
     found = {}
     if workers > 1 and len(mine) > 1:
         _POOL_DB = db
@@ -264,7 +264,7 @@ class DeviceBatchSource:
             classes = self.batches.heaviest(count)
             self.render(classes, torch.zeros_like(classes), (-1, self.rank, count))
 
-        fits = memory_probe(render, torch.cuda.synchronize, torch.cuda.empty_cache)
+        fits = memory_probe(render, torch.cuda.synchronize, _release_cuda_memory)
         largest = largest_batch(fits, self.batch_size)
         if largest < self.batch_size:
             raise UserError(f"--batch-size {self.batch_size}: on-the-fly {self.batches.db.name} batches at "
@@ -272,9 +272,14 @@ class DeviceBatchSource:
                             f"(rendering and augmentation alone, the model needs room too): lower --batch-size")
 
 
+def _release_cuda_memory() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def memory_probe(render: Callable[[int], None], synchronize: Callable[[], None] = lambda: None,
                  release: Callable[[], None] = lambda: None) -> Callable[[int], bool]:
-    """fits(n): whether ``render(n)`` runs without running out of device memory (memory freed either way)."""
+    """fits(n): whether ``render(n)`` runs without running out of device memory (``release`` frees it after)."""
 
     def fits(count: int) -> bool:
         try:
@@ -284,7 +289,6 @@ def memory_probe(render: Callable[[int], None], synchronize: Callable[[], None] 
         except torch.OutOfMemoryError:
             return False
         finally:
-            gc.collect()
             release()
 
     return fits
@@ -336,6 +340,8 @@ def build_device_source(args, info) -> DeviceBatchSource:
     registry.get(args.synthetic)  # an unknown name is one line naming the choices
     device = render_device(args.synthetic_device, info.device)
     size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
+    if args.aa and not args.no_aug:  # fail before the class parameters are computed, not after
+        RandAugmentSpec.parse(args.aa, size)
     options = {"classes": args.num_classes, "size": size, "seed": args.synthetic_seed,
                **parse_options(args.synthetic_opt)}
     db = registry.create(args.synthetic, **options)
