@@ -143,6 +143,8 @@ def draw_2d(xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor, size: int, 
         # One write per point at its anchor (x + 1, y + 1); the stamp's 9 cells are resolved afterwards.
         index = canvas_index(image_of, ys + 1, xs + 1, size, batch, valid)
         keys = order * 512 + masks
+        if count * 512 < 2**31:  # half the memory traffic of int64 keys
+            keys = keys.to(torch.int32)
         anchors = latest_keys(batch * size * size, index.reshape(-1), keys.reshape(-1)).view(batch, size, size)
         lit, point = _resolve_stamps(anchors, size)
     if color == "gray":
@@ -167,8 +169,8 @@ def _resolve_stamps(anchors: torch.Tensor, size: int) -> tuple[torch.Tensor, tor
             key = padded[:, 2 - dr: 2 - dr + size, 2 - dc: 2 - dc + size]
             newer = key > best
             best = torch.where(newer, key, best)
-            bit = torch.where(newer, ((key % 512) >> (8 - 3 * dr - dc)) & 1, bit)
-    return (best >= 0) & (bit == 1), best // 512
+            bit = torch.where(newer, (key >> (8 - 3 * dr - dc)) & 1, bit)  # the mask is the low 9 bits
+    return (best >= 0) & (bit == 1), best >> 9
 
 
 def flip(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
