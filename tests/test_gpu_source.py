@@ -212,13 +212,14 @@ def test_cuda_without_a_gpu_is_one_line(fdsl_cli, tmp_path):
     assert code == 2 and "no CUDA GPU is visible" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_tiny_training_run_on_device_batches_resumes_to_the_same_weights(fdsl_cli, tmp_path, monkeypatch):
+def test_a_tiny_training_run_on_device_batches_resumes_mid_epoch_to_the_same_weights(fdsl_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     common = [*COMMON, "--synthetic", "rcdb", "--synthetic-device", "cpu", "--aa", "rand-m9-mstd0.5-inc1",
               "--reprob", "0.25", "--remode", "pixel", "--mixup", "0.8", "--cutmix", "1.0", "--repeated-aug",
               "--output", tmp_path]
     assert fdsl_cli(*common, "--experiment", "straight")[0] == 0
-    assert fdsl_cli(*common, "--experiment", "broken", "--pause", "1")[0] == 0
+    # 3 classes x 8 instances / batch 8 = 3 steps per epoch: stops in the middle of epoch 1, resumes via skip()
+    assert fdsl_cli(*common, "--experiment", "broken", "--pause-updates", "4")[0] == 0
     assert fdsl_cli(*common, "--experiment", "broken", "--resume", "auto")[0] == 0
     rows = read_summary(tmp_path / "straight")
     assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)
