@@ -66,6 +66,13 @@ def test_ranks_draw_disjoint_indices_and_repeated_aug_deals_repeats_to_ranks():
     assert not torch.equal(make_source().indices(0), make_source().indices(1))
 
 
+def test_class_parameters_are_the_registry_ones_also_from_forked_workers():
+    db = registry.create("fractaldb", classes=5, size=32, search_points=4000, search_size=64)
+    params = gpu_source.all_class_params(db, workers=2, progress=False)
+    for cls, system in enumerate(params):
+        np.testing.assert_array_equal(system, db.class_params(cls))
+
+
 # -- augmentation -------------------------------------------------------------------------------------------
 def smooth_rgb(size=64, seed=0):
     small = torch.rand(1, 3, 8, 8, generator=gen(seed))
@@ -198,6 +205,8 @@ COMMON = ["pretrain", *TINY_VIT, "-b", "8", "--num-classes", "3", "--synthetic-i
     (["--synthetic-device", "cpu", "--train-dir", "x"], "--synthetic-device needs --synthetic DB"),
     (["--synthetic", "rcdb", "--synthetic-opt", "iterations"], "--synthetic-opt needs --synthetic-device"),
     (["--synthetic", "rcdb", "--synthetic-device", "cpu", "--synthetic-opt", "iterations"], "expected KEY=VALUE"),
+    (["--synthetic", "rcdb", "--synthetic-device", "cpu", "--synthetic-opt", "size=64"], "set it with --synthetic-size"),
+    (["--synthetic", "rcdb", "--synthetic-device", "cpu", "--synthetic-opt", "nosuch=1"], "unknown option(s) ['nosuch']"),
     (["--synthetic", "rcdb", "--synthetic-device", "cpu", "--aa", "augmix-m5-w4-d2"], "RandAugment ('rand-...') only"),
     (["--synthetic", "rcdb", "--synthetic-device", "cpu", "--aug-splits", "3"], "not --synthetic-device"),
 ])

@@ -150,12 +150,12 @@ class BatchAugment:
         spec, device = self.spec, images.device
         batch, _, source, _ = images.shape
         height, width = spec.size
-        crop = plan["crop"]
-        crop_map = _affine(crop[:, 3] / width, 0 * crop[:, 0], crop[:, 1], 0 * crop[:, 0], crop[:, 2] / height,
-                           crop[:, 0])
-        flip_map = _affine(torch.where(plan["hflip"], -1.0, 1.0), torch.zeros(batch), torch.where(plan["hflip"], width, 0.0),
-                           torch.zeros(batch), torch.where(plan["vflip"], -1.0, 1.0),
-                           torch.where(plan["vflip"], height, 0.0))
+        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float64)
+        top, left, crop_h, crop_w = crop.unbind(1)
+        crop_map = _affine(crop_w / width, zero, left, zero, crop_h / height, top)  # output -> crop box
+        hflip, vflip = plan["hflip"], plan["vflip"]
+        flip_map = _affine(torch.where(hflip, -1.0, 1.0), zero, torch.where(hflip, float(width), 0.0),
+                           zero, torch.where(vflip, -1.0, 1.0), torch.where(vflip, float(height), 0.0))
         op_maps = [layer["geometry"] for layer in plan["layers"] if layer.get("geometry") is not None]
         geometry = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
         for op_map in op_maps:

@@ -16,7 +16,6 @@ with the torch renderers (fdsl.render.gpu_*), augments it per sample (fdsl.data.
 from __future__ import annotations
 
 import gc
-import math
 import multiprocessing
 from collections.abc import Callable, Iterator
 
@@ -342,13 +341,15 @@ def build_device_source(args, info) -> DeviceBatchSource:
     size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
     if args.aa and not args.no_aug:  # fail before the class parameters are computed, not after
         RandAugmentSpec.parse(args.aa, size)
-    options = {"classes": args.num_classes, "size": size, "seed": args.synthetic_seed,
-               **parse_options(args.synthetic_opt)}
-    db = registry.create(args.synthetic, **options)
-    batches = create_batches(db, device, workers=max(1, args.workers), progress=info.is_main)
-    if math.prod((db.num_classes, args.synthetic_instances)) // info.world_size < args.batch_size:
+    options = parse_options(args.synthetic_opt)
+    for key, flag in (("classes", "--num-classes"), ("size", "--synthetic-size"), ("seed", "--synthetic-seed")):
+        if key in options:
+            raise UserError(f"--synthetic-opt {key}=...: set it with {flag}")
+    db = registry.create(args.synthetic, classes=args.num_classes, size=size, seed=args.synthetic_seed, **options)
+    if db.num_classes * args.synthetic_instances // info.world_size < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {db.num_classes * args.synthetic_instances}"
                         f" on-the-fly images per epoch split over {info.world_size} process(es); lower --batch-size "
                         f"or raise --synthetic-instances")
+    batches = create_batches(db, device, workers=max(1, args.workers), progress=info.is_main)
     return DeviceBatchSource(batches, db.num_classes, args.synthetic_instances, args.batch_size, info.rank,
                              info.world_size, args.seed, args.repeated_aug)

@@ -75,13 +75,13 @@ def _vertex_positions(shapes, image_of, vertex, line, first, generator, rcdb_noi
     """Vertex (k, l) sits at the ellipse point k, moved outward along angle theta_k by the running sum over
     lines 0..l of (noise - w); RCDB noise is ``perlin * 2P - P``, VisualAtom's ``perlin * P - P - wave``."""
     device = generator.device
-    per = {name: shapes[name].to(device, torch.float64)[image_of] for name in FIELDS if name != "lines"}
-    theta = 2.0 * math.pi * vertex.to(torch.float64) / per["vertices"]
+    per = {name: shapes[name].to(device, torch.float32)[image_of] for name in FIELDS if name != "lines"}
+    theta = 2.0 * math.pi * vertex.to(torch.float32) / per["vertices"]
     cos, sin = torch.cos(theta), torch.sin(theta)
     wave = 0.5 * torch.sin(theta * per["wave_1"]) + 0.5 * torch.sin(theta * per["wave_2"])
     scale = per["perlin"] * (2.0 if rcdb_noise else 1.0)
     noise = perlin1d(torch.rand(len(vertex), 2, generator=generator, device=device) * contour.NOISE_SPAN)
-    noise = noise.to(torch.float64) * scale[:, None] - (per["perlin"] + wave)[:, None]
+    noise = noise * scale[:, None] - (per["perlin"] + wave)[:, None]
     step = noise - per["line_width"][:, None]
     walked = _segmented_cumsum(step, first)
     pix = size / contour.REFERENCE_SIZE
@@ -91,9 +91,11 @@ def _vertex_positions(shapes, image_of, vertex, line, first, generator, rcdb_noi
 
 
 def _segmented_cumsum(values: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """Cumulative sum that restarts at every index ``first`` points to (float64: one sum over the batch)."""
+    """Cumulative sum that restarts at every index ``first`` points to. It is one running sum over the whole
+    batch, so it is taken in float64 (float32 would lose the small steps against a sum of millions)."""
+    values = values.to(torch.float64)
     total = torch.cumsum(values, 0)
-    return total - (total[first] - values[first])
+    return (total - (total[first] - values[first])).to(torch.float32)
 
 
 def _to_int(v: torch.Tensor) -> torch.Tensor:
@@ -117,10 +119,11 @@ def _draw_segments(x0, y0, x1, y1, image_of, keys, batch, size, background) -> t
     offsets = torch.cumsum(counts, 0) - counts
     total = int(counts.sum())  # the one device synchronisation of a batch: the pixel count
     segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts, output_size=total)
-    j = (torch.arange(total, device=counts.device) - offsets[segment] + first[segment]).to(torch.float64)
-    steps = n[segment].clamp(min=1).to(torch.float64)
-    col = x0[segment] + torch.floor(dx[segment] * j / steps + 0.5).to(torch.long)
-    row = y0[segment] + torch.floor(dy[segment] * j / steps + 0.5).to(torch.long)
+    j = torch.arange(total, device=counts.device) - offsets[segment] + first[segment]
+    twice_steps = 2 * n[segment].clamp(min=1)
+    # round(d * j / n) = floor((2 d j + n) / 2n), in exact integers
+    col = x0[segment] + torch.div(2 * dx[segment] * j + twice_steps // 2, twice_steps, rounding_mode="floor")
+    row = y0[segment] + torch.div(2 * dy[segment] * j + twice_steps // 2, twice_steps, rounding_mode="floor")
     index = canvas_index(image_of[segment], row, col, size, batch)
     canvas = latest_keys(batch * size * size, index, keys[segment].to(torch.int32)).view(batch, 1, size, size)
     return torch.where(canvas >= 0, canvas & 255, background).to(torch.uint8)
