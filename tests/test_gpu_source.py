@@ -67,10 +67,24 @@ def test_ranks_draw_disjoint_indices_and_repeated_aug_deals_repeats_to_ranks():
 
 
 def test_class_parameters_are_the_registry_ones_also_from_forked_workers():
-    db = registry.create("fractaldb", classes=5, size=32, search_points=4000, search_size=64)
-    params = gpu_source.all_class_params(db, workers=2, progress=False)
-    for cls, system in enumerate(params):
-        np.testing.assert_array_equal(system, db.class_params(cls))
+    db = registry.create("visualatom", classes=6, size=32)
+    assert gpu_source.all_class_params(db, workers=2, progress=False) == [db.class_params(c) for c in range(6)]
+
+
+def test_ranks_split_the_class_parameters_and_gather_them(monkeypatch):
+    db = registry.create("rcdb", classes=5, size=32)
+    computed = []
+    monkeypatch.setattr(type(db), "class_params", lambda self, cls: computed.append(cls) or {"cls": cls})
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+
+    def all_gather_object(out, mine):  # rank 0 computed the even classes
+        out[:] = [{c: {"cls": c} for c in (0, 2, 4)}, mine]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    assert gpu_source.all_class_params(db, progress=False) == [{"cls": c} for c in range(5)]
+    assert computed == [1, 3]  # this rank's share only
 
 
 # -- augmentation -------------------------------------------------------------------------------------------
