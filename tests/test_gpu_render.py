@@ -249,3 +249,29 @@ def test_cuda_batches_are_deterministic_and_match_cpu_statistics(name):
     background = 255 if name == "rcdb" else 0
     fill_gpu, fill_cpu = (a != background).float().mean().item(), (b != background).float().mean().item()
     assert abs(fill_gpu / fill_cpu - 1) < 0.1
+
+
+@cuda
+@pytest.mark.parametrize("name", ["fractaldb", "onepfrac", "exfractaldb", "mvfractaldb"])
+def test_cuda_ifs_batches_and_their_augmentation_never_wait_for_the_device(name):
+    """No host synchronisation while a batch is prepared, so the GPU never idles behind the CPU (contour batches
+    have exactly one, their pixel count, so they are left out here)."""
+    from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
+
+    db = registry.create(name, classes=4, size=64, **FAST[name])
+    batches = create_batches(db, "cuda", progress=False)
+    augment = BatchAugment(AugmentSpec(size=(32, 32), re_prob=0.5, re_mode="pixel",
+                                       randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 32)))
+    classes = torch.arange(16) % 4
+
+    def step(seed):
+        device = torch.Generator("cuda").manual_seed(seed)
+        augment(batches.render(classes, classes, gen(seed), device), gen(seed), device)
+
+    step(0)  # constant tables are copied to the device once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

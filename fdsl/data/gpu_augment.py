@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fdsl.errors import UserError
+from fdsl.render.gpu import constant, to_device
 
 LEVEL_DENOM = 10.0  # timm's magnitude scale
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY"}
@@ -120,8 +121,8 @@ class BatchAugment:
         x, inside = self.resample(images.float(), plan)
         x = self.to_channels(x, inside)
         x = self.colour(x, plan)
-        mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+        mean = constant(("mean", spec.mean), spec.mean, x.device, torch.float32).view(1, -1, 1, 1)
+        std = constant(("std", spec.std), spec.std, x.device, torch.float32).view(1, -1, 1, 1)
         x = (x / 255.0 - mean) / std
         return self.erase(x, plan, device_generator)
 
@@ -160,7 +161,7 @@ class BatchAugment:
         geometry = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
         for op_map in op_maps:
             geometry = geometry @ op_map
-        full = (crop_map @ flip_map @ geometry).to(device, torch.float32)
+        full = to_device(crop_map @ flip_map @ geometry, device, torch.float32)
         supersample = max(1, min(4, math.ceil(float((crop[:, 2:] / torch.tensor([height, width])).max()) - 1e-6)))
         grid = _grid(full, height, width, supersample, source, device)
         out = torch.empty(batch, images.shape[1], height * supersample, width * supersample, device=device)
@@ -168,7 +169,7 @@ class BatchAugment:
             [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
         for index, mode in enumerate(modes):
             chosen = (plan["interp"] == index) if len(modes) > 1 else torch.ones(batch, dtype=torch.bool)
-            rows = chosen.nonzero().flatten().to(device)
+            rows = to_device(chosen.nonzero().flatten(), device)
             if len(rows):
                 out[rows] = F.grid_sample(images[rows], grid[rows], mode=mode, padding_mode="border",
                                           align_corners=False)
@@ -185,7 +186,8 @@ class BatchAugment:
         elif x.shape[1] == 3 and channels == 1:
             x = _luma(x)
         if inside is not None:
-            fill = torch.tensor(self.spec.fill[:channels], device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            fill = constant(("fill", self.spec.fill[:channels]), self.spec.fill[:channels], x.device, x.dtype)
+            fill = fill.view(1, -1, 1, 1)
             x = torch.where(inside, x, fill)
         return x.contiguous()
 
@@ -193,16 +195,16 @@ class BatchAugment:
     def colour(self, x: torch.Tensor, plan: dict) -> torch.Tensor:
         for layer in plan["layers"]:
             for name, rows in layer["colour"].items():
-                rows_dev = rows.to(x.device)
-                x[rows_dev] = _COLOUR_OPS[_base_name(name)](x[rows_dev], layer["arg"][rows].to(x.device))
+                rows_dev = to_device(rows, x.device)
+                x[rows_dev] = _COLOUR_OPS[_base_name(name)](x[rows_dev], to_device(layer["arg"][rows], x.device))
         if "jitter" in plan:
             ops = (_brightness, _contrast, _color)  # torchvision ColorJitter order ids 0, 1, 2 (hue is off)
             for position in range(3):
                 for op_id, op in enumerate(ops):
                     rows = (plan["jitter_order"][:, position] == op_id).nonzero().flatten()
                     if len(rows):
-                        rows_dev = rows.to(x.device)
-                        x[rows_dev] = op(x[rows_dev], plan["jitter"][rows, op_id].to(x.device))
+                        rows_dev = to_device(rows, x.device)
+                        x[rows_dev] = op(x[rows_dev], to_device(plan["jitter"][rows, op_id], x.device))
         return x
 
     # -- random erasing ------------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ class BatchAugment:
         rows = torch.arange(height, device=x.device).view(1, height, 1)
         cols = torch.arange(width, device=x.device).view(1, 1, width)
         for box in plan["erase"]:
-            top, left, h, w = (box[:, k].to(x.device).view(-1, 1, 1) for k in range(4))
+            top, left, h, w = (to_device(box[:, k], x.device).view(-1, 1, 1) for k in range(4))
             inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
             mode = self.spec.re_mode
             if mode == "pixel":
@@ -412,7 +414,7 @@ def _inside_fill(op_maps: list, height: int, width: int, device) -> torch.Tensor
     inside = torch.ones(len(op_maps[0]), points.shape[0], dtype=torch.bool, device=device)
     current = points.expand(len(op_maps[0]), -1, -1)
     for op_map in reversed(op_maps):
-        current = torch.einsum("bij,bpj->bpi", op_map.to(device, torch.float32), current)
+        current = torch.einsum("bij,bpj->bpi", to_device(op_map, device, torch.float32), current)
         inside &= (current[..., 0] >= 0) & (current[..., 0] < width) & (current[..., 1] >= 0) & (
             current[..., 1] < height)
     return inside.view(-1, 1, height, width)
@@ -448,7 +450,7 @@ def _color(x, factor):
 
 
 def _sharpness(x, factor):
-    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device) / 13
+    kernel = constant("smooth", [[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], x.device, x.dtype) / 13
     channels = x.shape[1]
     smooth = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels).round()
     degenerate = x.clone()

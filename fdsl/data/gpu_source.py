@@ -27,6 +27,7 @@ from fdsl.data import registry
 from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 from fdsl.errors import UserError
 from fdsl.render import gpu_contour, gpu_ifs, ifs3d
+from fdsl.render.gpu import to_device
 
 # -- class parameters, computed once -----------------------------------------------------------------------
 _POOL_DB = None  # the database a forked worker computes class parameters of
@@ -111,9 +112,10 @@ class IFS2DBatches(DeviceBatches):
     def render(self, classes, instances, host, device):
         o = self.db.options
         plan = instances % len(self.rows)
-        systems = self.systems[classes.to(self.device)].clone()
-        systems[..., :6] *= self.weights[self.rows[plan].to(self.device)][:, None, :]  # p stays the class's
-        return gpu_ifs.render_ifs2d(systems, self.num_maps[classes.to(self.device)], self.flips[plan], self.size,
+        classes = to_device(classes, self.device)
+        systems = self.systems[classes].clone()
+        systems[..., :6] *= self.weights[to_device(self.rows[plan], self.device)][:, None, :]  # p stays the class's
+        return gpu_ifs.render_ifs2d(systems, self.num_maps[classes], self.flips[plan], self.size,
                                     int(o["iterations"]), device, o["draw_type"], int(o["pad"]))
 
 
@@ -157,14 +159,15 @@ class IFS3DBatches(DeviceBatches):
     def render(self, classes, instances, host, device):
         o = self.db.options
         instances = instances % self.db.num_instances
-        cloud = (instances // o["views"]).to(self.device)
-        systems = self.systems[classes.to(self.device)].clone()
+        cloud = to_device(instances // o["views"], self.device)
+        on_device = to_device(classes, self.device)
+        systems = self.systems[on_device].clone()
         systems[..., :12] *= self.scales[cloud][:, None, :]
         if self.db.name == "mvfractaldb":
             eyes = gpu_ifs.fixed_views(instances % o["views"], o["views"], host, o["elevation"], o["jitter"])
         else:
             eyes = gpu_ifs.random_views(len(classes), host)
-        return gpu_ifs.render_ifs3d(systems, self.num_maps[classes.to(self.device)], eyes.to(self.device),
+        return gpu_ifs.render_ifs3d(systems, self.num_maps[on_device], to_device(eyes, self.device),
                                     self.size, int(o["points"]), device)
 
 
@@ -241,7 +244,7 @@ class DeviceBatchSource:
         with torch.no_grad():
             raw = self.batches.render(classes, instances, host, device)
             images = self.augment(raw, host, device) if self.augment else raw.float() / 255.0
-        return images, classes.to(self.device, non_blocking=True)
+        return images, to_device(classes, self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start, self._skip = self.epoch, self._skip, 0

@@ -32,3 +32,21 @@ def latest_keys(num_pixels: int, index: torch.Tensor, keys: torch.Tensor) -> tor
     canvas = torch.full((num_pixels + 1,), -1, dtype=keys.dtype, device=keys.device)
     canvas.scatter_reduce_(0, index, keys, reduce="amax", include_self=True)
     return canvas[:num_pixels]
+
+
+def to_device(tensor: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host -> device without a stream synchronisation: a blocking ``.to('cuda')`` waits for everything already
+    queued (the previous training step) before it returns, which would leave the GPU idle while the next batch
+    is prepared. The tensors copied here are small per-batch parameters, freshly made on the host."""
+    return tensor.to(device=device, dtype=dtype, non_blocking=True)
+
+
+_CONSTANTS: dict = {}
+
+
+def constant(key, values, device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant table (Perlin gradients, palette, normalisation) on ``device``, copied there once."""
+    entry = (key, str(device), dtype)
+    if entry not in _CONSTANTS:
+        _CONSTANTS[entry] = torch.as_tensor(values, dtype=dtype).to(device)
+    return _CONSTANTS[entry]

@@ -17,7 +17,7 @@ import math
 import torch
 
 from fdsl.render import contour
-from fdsl.render.gpu import canvas_index, latest_keys
+from fdsl.render.gpu import canvas_index, constant, latest_keys, to_device
 
 FIELDS = ("vertices", "lines", "perlin", "line_width", "radius", "oval_x", "oval_y", "center_x", "center_y",
           "wave_1", "wave_2")
@@ -25,7 +25,7 @@ FIELDS = ("vertices", "lines", "perlin", "line_width", "radius", "oval_x", "oval
 
 def perlin1d(x: torch.Tensor) -> torch.Tensor:
     """The CPU renderers' one-octave gradient noise (``contour.perlin1d``), on tensors."""
-    gradients = torch.as_tensor(contour.GRADIENTS, dtype=x.dtype, device=x.device)
+    gradients = constant("perlin gradients", contour.GRADIENTS, x.device, x.dtype)
     floor = torch.floor(x)
     cell = floor.to(torch.long) & 255
     t = x - floor
@@ -45,8 +45,8 @@ def render_contours(shapes: dict, size: int, generator: torch.Generator, rcdb_no
     grays = _gray_levels(lines, rcdb_noise, generator)
     image_of, vertex, line, first = _ragged_vertices(vertices, lines, device)
     x, y = _vertex_positions(shapes, image_of, vertex, line, first, generator, rcdb_noise, size)
-    nxt = _next_vertex(vertices.to(device), lines.to(device), image_of, vertex)
-    line_offsets = torch.cumsum(lines, 0).to(device) - lines.to(device)
+    nxt = _next_vertex(to_device(vertices, device), to_device(lines, device), image_of, vertex)
+    line_offsets = to_device(torch.cumsum(lines, 0) - lines, device)
     keys = line * 256 + grays[line_offsets[image_of] + line]  # later lines win; the gray rides along
     return _draw_segments(x, y, x[nxt], y[nxt], image_of, keys, batch, size, background)
 
@@ -62,11 +62,11 @@ def _ragged_vertices(vertices: torch.Tensor, lines: torch.Tensor, device):
     (image, k, line 0). Sizes come from the CPU tensors, so nothing waits for the device."""
     per_image = vertices * lines
     total = int(per_image.sum())
-    starts = (torch.cumsum(per_image, 0) - per_image).to(device)
-    image_of = torch.repeat_interleave(torch.arange(len(vertices), device=device), per_image.to(device),
+    starts = to_device(torch.cumsum(per_image, 0) - per_image, device)
+    image_of = torch.repeat_interleave(torch.arange(len(vertices), device=device), to_device(per_image, device),
                                        output_size=total)
     local = torch.arange(total, device=device) - starts[image_of]
-    line_count = lines.to(device)[image_of]
+    line_count = to_device(lines, device)[image_of]
     vertex, line = local // line_count, local % line_count
     return image_of, vertex, line, starts[image_of] + vertex * line_count
 
@@ -75,7 +75,7 @@ def _vertex_positions(shapes, image_of, vertex, line, first, generator, rcdb_noi
     """Vertex (k, l) sits at the ellipse point k, moved outward along angle theta_k by the running sum over
     lines 0..l of (noise - w); RCDB noise is ``perlin * 2P - P``, VisualAtom's ``perlin * P - P - wave``."""
     device = generator.device
-    per = {name: shapes[name].to(device, torch.float32)[image_of] for name in FIELDS if name != "lines"}
+    per = {name: to_device(shapes[name], device, torch.float32)[image_of] for name in FIELDS if name != "lines"}
     theta = 2.0 * math.pi * vertex.to(torch.float32) / per["vertices"]
     cos, sin = torch.cos(theta), torch.sin(theta)
     wave = 0.5 * torch.sin(theta * per["wave_1"]) + 0.5 * torch.sin(theta * per["wave_2"])

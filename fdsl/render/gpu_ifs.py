@@ -22,7 +22,7 @@ import math
 import torch
 
 from fdsl.render import ifs2d, ifs3d
-from fdsl.render.gpu import canvas_index, latest_keys
+from fdsl.render.gpu import canvas_index, constant, latest_keys, to_device
 
 CHAIN_LENGTH = 10_000
 BURN_IN = 256
@@ -92,7 +92,7 @@ def _choose_maps(systems, num_maps, shape, generator, normalise):
         cumulative = cumulative / cumulative[:, -1:].clamp(min=1e-30)
     uniforms = torch.rand(batch, math.prod(shape), generator=generator, device=systems.device, dtype=systems.dtype)
     choice = torch.searchsorted(cumulative.contiguous(), uniforms)
-    last = (num_maps.to(systems.device) - 1).clamp(min=0)[:, None]
+    last = (to_device(num_maps, systems.device) - 1).clamp(min=0)[:, None]
     return torch.minimum(choice, last).view(batch, *shape)
 
 
@@ -150,7 +150,7 @@ def draw_2d(xs: torch.Tensor, ys: torch.Tensor, valid: torch.Tensor, size: int, 
     if color == "gray":
         image = torch.where(lit, ifs2d.GRAY, 0).to(torch.uint8)[:, None]
     else:
-        palette = torch.as_tensor(ifs2d._palette(True), device=device)
+        palette = constant("palette", ifs2d._palette(True), device, torch.uint8)
         image = torch.where(lit[..., None], palette[point.clamp(min=0) % len(palette)], 0).to(torch.uint8)
         image = image.permute(0, 3, 1, 2)
     return image.flip(-2).contiguous()  # y up: row = size - 1 - y
@@ -175,7 +175,7 @@ def _resolve_stamps(anchors: torch.Tensor, size: int) -> tuple[torch.Tensor, tor
 
 def flip(images: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     """The 4 published flips per sample: bit 1 top-bottom, bit 2 left-right (as ifs2d.flip)."""
-    kinds = kinds.to(images.device)[:, None, None, None]
+    kinds = to_device(kinds, images.device)[:, None, None, None]
     images = torch.where((kinds & 1) == 1, images.flip(-2), images)
     return torch.where((kinds & 2) == 2, images.flip(-1), images)
 
@@ -225,17 +225,17 @@ def fixed_views(k: torch.Tensor, views: int, generator: torch.Generator, elevati
     """MV-FractalDB: view k of ``views`` around the vertical axis, with jitter (as ifs3d.fixed_view)."""
     jitter = torch.deg2rad((torch.rand(len(k), 2, generator=generator, device=generator.device, dtype=dtype)
                             * 2 - 1) * jitter_deg)
-    azimuth = 2 * math.pi * k.to(jitter.device, dtype) / views + jitter[:, 0]
+    azimuth = 2 * math.pi * to_device(k, jitter.device, dtype) / views + jitter[:, 0]
     return eye_position(azimuth, math.radians(elevation_deg) + jitter[:, 1])
 
 
 def look_at(eyes: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) world-to-camera rotations (rows right, up, backward) looking at the origin (as ifs3d.look_at)."""
     backward = eyes / eyes.norm(dim=-1, keepdim=True)
-    up = torch.zeros_like(eyes)
-    up[:, 1] = 1.0
+    up, down_z = torch.zeros_like(eyes), torch.zeros_like(eyes)
+    up[:, 1], down_z[:, 2] = 1.0, -1.0
     polar = (backward[:, 1].abs() > 0.999)[:, None]
-    up = torch.where(polar, up.new_tensor([0.0, 0.0, -1.0]), up)
+    up = torch.where(polar, down_z, up)
     right = torch.linalg.cross(up, backward)
     right = right / right.norm(dim=-1, keepdim=True)
     return torch.stack([right, torch.linalg.cross(backward, right), backward], dim=1)
@@ -246,7 +246,7 @@ def splat(points: torch.Tensor, valid: torch.Tensor, eyes: torch.Tensor, size: i
     """uint8 (B, 1, size, size): every valid point seen by the perspective camera at its sample's eye as one
     white pixel on black (near 1, far 100, y up; as ifs3d.render_view)."""
     batch, count, _ = points.shape
-    eyes = eyes.to(points.device, points.dtype)
+    eyes = to_device(eyes, points.device, points.dtype)
     camera = torch.einsum("bij,bmj->bmi", look_at(eyes), points - eyes[:, None])
     depth = -camera[..., 2]
     seen = valid & (depth >= ifs3d.NEAR) & (depth <= ifs3d.FAR)
