@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fdsl.ssl.kmeans import kmeans
+from fdsl.ssl.kmeans import kmeans, strided_ids
 
 
 @dataclass
@@ -34,15 +34,17 @@ def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 
               backend: str = "faiss", device="cpu", log=None) -> Hierarchy:
     """x: this rank's whitened features [n_local, d]. Every super-cluster gets at least k_sub images, and every
     sub-cluster at least one."""
-    top = kmeans(x, nsc, niter, seed, info, min_size=k_sub, backend=backend, device=device, log=log)
+    ids = strided_ids(x.shape[0], info)
+    top = kmeans(x, nsc, niter, seed, info, min_size=k_sub, backend=backend, device=device, ids=ids, log=log)
     sub_labels = np.zeros(x.shape[0], np.int64)
     sub_centroids = np.zeros((nsc, k_sub, x.shape[1]), np.float32)
     sub_counts = np.zeros((nsc, k_sub), np.int64)
     losses, seconds = {"super": top.losses}, {"super": top.seconds}
     for c in range(nsc):
         mask = top.labels == c
-        part = x if nsc == 1 else x[mask]
-        res = kmeans(part, k_sub, niter, seed * 1000 + c + 1, info, backend=backend, device=device, log=log)
+        part, part_ids = (x, ids) if nsc == 1 else (x[mask], ids[mask])
+        res = kmeans(part, k_sub, niter, seed * 1000 + c + 1, info, backend=backend, device=device, ids=part_ids,
+                     log=log)
         sub_labels[mask] = res.labels
         sub_centroids[c] = res.centroids
         sub_counts[c] = res.counts

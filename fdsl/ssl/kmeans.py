@@ -139,16 +139,33 @@ class KMeansResult:
     seconds: float = 0.0
 
 
-def initial_centroids(x: np.ndarray, k: int, rng: np.random.Generator, info) -> np.ndarray:
-    """k distinct random rows over all ranks (same draw on every rank, rows filled by their owners)."""
-    sizes = all_gather_rows(torch.tensor([x.shape[0]], dtype=torch.int64), info)[:, 0].numpy()
-    total = int(sizes.sum())
-    positions = rng.choice(total, size=k, replace=total < k)
-    rank = info.rank if _distributed(info) else 0
-    lo = int(sizes[:rank].sum())
-    mine = (positions >= lo) & (positions < lo + x.shape[0])
+def priority(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A pseudo-random non-negative int64 per global image id (SplitMix64 of id and seed): the same for an
+    image whichever rank holds it, so choices by smallest priority do not depend on the world size."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids).astype(np.uint64) + np.uint64(seed % (1 << 63)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return ((z ^ (z >> np.uint64(31))) >> np.uint64(1)).astype(np.int64)
+
+
+def smallest_over_ranks(values: np.ndarray, count: int, info) -> np.ndarray:
+    """The `count` smallest of all ranks' int64 values, sorted (fewer if there are fewer)."""
+    local = np.full(count, -1, np.int64)
+    mine = np.sort(values)[:count]
+    local[:mine.size] = mine
+    everyone = all_gather_rows(torch.from_numpy(local), info).numpy().ravel()
+    return np.sort(everyone[everyone >= 0])[:count]
+
+
+def initial_centroids(x: np.ndarray, ids: np.ndarray, k: int, seed: int, info) -> np.ndarray:
+    """The k images of smallest priority over all ranks, in priority order (each row sent by its owner)."""
+    prio = priority(ids, seed)
+    chosen = smallest_over_ranks(prio, k, info)
+    slot = np.searchsorted(chosen, prio)
+    mine = np.flatnonzero((slot < chosen.size) & (chosen[np.minimum(slot, chosen.size - 1)] == prio))
     centroids = torch.zeros(k, x.shape[1], dtype=torch.float32)
-    centroids[torch.from_numpy(mine)] = torch.from_numpy(x[positions[mine] - lo]).float()
+    centroids[torch.from_numpy(slot[mine])] = torch.from_numpy(x[mine])
     return all_reduce(centroids, info).numpy()
 
 
@@ -176,16 +193,15 @@ def split_empty_clusters(centroids: np.ndarray, counts: np.ndarray, rng: np.rand
 
 
 def enforce_min_size(labels: np.ndarray, counts: np.ndarray, min_size: int, rng: np.random.Generator,
-                     info) -> tuple[np.ndarray, np.ndarray]:
+                     prio: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
     """Move points so that every cluster holds >= min_size of them (over all ranks); labels changed in place.
 
-    Each short cluster gets a different donor with spare points, drawn by its surplus; an empty cluster
-    takes half of its donor (min_size 1), a short one what it lacks. Which of the donor's points move is the
-    first ones in rank-major order, the same decision on every rank."""
+    Each short cluster gets a different donor with spare points, drawn by its surplus; an empty cluster takes
+    half of its donor (min_size 1), a short one what it lacks. The donor's points of smallest priority move,
+    the same decision on every rank and for every world size."""
     counts = counts.astype(np.int64).copy()
     if counts.sum() < min_size * counts.size:
         raise UserError(f"{counts.sum()} points cannot fill {counts.size} clusters of at least {min_size}")
-    rank = info.rank if _distributed(info) else 0
     while True:
         short = np.flatnonzero(counts < min_size)
         if short.size == 0:
@@ -196,37 +212,41 @@ def enforce_min_size(labels: np.ndarray, counts: np.ndarray, min_size: int, rng:
         weights = surplus[eligible].astype(np.float64)
         donors = rng.choice(eligible, size=take, replace=False, p=weights / weights.sum())
         targets = short[:take]
-        amounts = np.where(min_size == 1, counts[donors] // 2,
-                           np.minimum(min_size - counts[targets], surplus[donors]))
-        local = np.bincount(labels, minlength=counts.size)[donors]
-        per_rank = all_gather_rows(torch.from_numpy(local.astype(np.int64)), info).numpy()  # [W, take]
-        before = per_rank[:rank].sum(0)
-        mine = np.clip(amounts - before, 0, local)
-        if mine.any():
-            order = np.argsort(labels, kind="stable")
-            starts = np.searchsorted(labels[order], donors)
-            for d_start, n_move, target in zip(starts, mine, targets):
-                labels[order[d_start:d_start + n_move]] = target
+        amounts = counts[donors] // 2 if min_size == 1 else np.minimum(min_size - counts[targets], surplus[donors])
+        for donor, target, amount in zip(donors, targets, amounts):
+            members = np.flatnonzero(labels == donor)
+            moving = smallest_over_ranks(prio[members], int(amount), info)
+            labels[members[np.isin(prio[members], moving)]] = target
         counts[donors] -= amounts
         counts[targets] += amounts
 
 
+def strided_ids(n_local: int, info) -> np.ndarray:
+    """Dataset indices of this rank's rows under samplers.ShardSampler (rank r holds r, r + W, ...)."""
+    if not _distributed(info):
+        return np.arange(n_local, dtype=np.int64)
+    return info.rank + info.world_size * np.arange(n_local, dtype=np.int64)
+
+
 def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min_size: int = 1,
-           backend: str = "faiss", device: torch.device | str = "cpu", init: np.ndarray | None = None,
+           backend: str = "faiss", device: torch.device | str = "cpu", ids: np.ndarray | None = None,
            log=None) -> KMeansResult:
-    """k-means of the rows of all ranks (x: this rank's float32 [n, d]); niter updates then one assignment."""
+    """k-means of the rows of all ranks (x: this rank's float32 [n, d]; ids: their global image ids, by default
+    the ShardSampler layout); niter updates, then one assignment pass. The result does not depend on how the
+    images are dealt to the ranks (up to float rounding of the reduced sums)."""
     start_time = time.perf_counter()
     x = np.ascontiguousarray(x, dtype=np.float32)
+    ids = strided_ids(x.shape[0], info) if ids is None else np.asarray(ids, np.int64)
     total = int(all_reduce(torch.tensor([x.shape[0]], dtype=torch.int64), info).item())
     if k < 1 or k * min_size > total:
         raise UserError(f"k-means with k={k} (at least {min_size} each) needs at least {k * min_size} images, "
                         f"got {total}; lower --k or use more images")
-    rng = np.random.default_rng(seed)
     if k == 1:  # nothing to optimise: one centroid, the mean
         mean = all_reduce(torch.from_numpy(x.astype(np.float64).sum(0)), info).numpy() / total
         return KMeansResult(mean[None].astype(np.float32), np.zeros(x.shape[0], np.int64),
                             np.array([total], np.int64), [], time.perf_counter() - start_time)
-    centroids = initial_centroids(x, k, rng, info) if init is None else np.array(init, np.float32)
+    rng = np.random.default_rng(seed)
+    centroids = initial_centroids(x, ids, k, seed, info)
     assigner = Assigner(backend, x.shape[1], device)
     x_t = torch.from_numpy(x)
     losses = []
@@ -246,5 +266,5 @@ def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
         split_empty_clusters(centroids, counts, rng)
-    labels, counts = enforce_min_size(labels, counts, min_size, rng, info)
+    labels, counts = enforce_min_size(labels, counts, min_size, rng, priority(ids, seed + 1), info)
     return KMeansResult(centroids, labels, counts, losses, time.perf_counter() - start_time)
