@@ -81,8 +81,8 @@ class BottouSchedule:
     def after_epoch(self, epoch: int, metric: float | None = None) -> None:
         pass
 
-    def fast_forward(self, epoch: int) -> None:
-        pass
+    def fast_forward(self, start_epoch: int, num_updates: int = 0) -> None:
+        self.after_update(num_updates)
 
     def state_dict(self):
         return None
@@ -113,9 +113,8 @@ class StepDecay:
         if not self.per_iteration:
             self._set(epoch + 1)
 
-    def fast_forward(self, epoch: int) -> None:
-        if not self.per_iteration:
-            self._set(epoch)
+    def fast_forward(self, start_epoch: int, num_updates: int = 0) -> None:
+        self._set(num_updates if self.per_iteration else start_epoch)
 
     def state_dict(self):
         return None

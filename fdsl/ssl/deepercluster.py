@@ -134,7 +134,7 @@ class DeeperCluster(Method):
         self.optimizer = None  # set by the caller, so heads re-created after a round lose their momentum
         self.round_epoch: int | None = None  # epoch whose clustering the heads were trained on
         self.labels: np.ndarray | None = None  # combined labels of the current round, in memory
-        self.last_round: dict = {}
+        self.round_stats: dict = {}  # NMIs of the current round, repeated in every epoch's summary row
 
     # --- what the engine calls -------------------------------------------------------------------------
     def optimizer_params(self):
@@ -176,20 +176,23 @@ class DeeperCluster(Method):
             if os.path.isfile(path):  # clustered before a crash; the file is the same result
                 self._load_labels(start)
             else:
-                result = run_round(self.module.trunk, self.cluster_view, self.round_cfg, self.info, start,
-                                   self.run_dir, self.module.trunk.num_features, self.class_labels,
-                                   previous=self.labels, dataset_indices=self.dataset_indices,
-                                   autocast=getattr(ctx, "autocast", None), log=self._log0)
-                self._set_labels(result.super_labels, result.sub_labels)
-                self.last_round = {"nmi_previous": result.nmi_previous, "nmi_classes": result.nmi_classes,
-                                   **{f"seconds_{k}": v for k, v in result.seconds.items()}}
+                self._cluster(start, ctx)
         self._reset_heads(start, ctx)
         self.round_epoch = start
 
+    def _cluster(self, start: int, ctx) -> None:
+        result = run_round(self.module.trunk, self.cluster_view, self.round_cfg, self.info, start, self.run_dir,
+                           self.module.trunk.num_features, self.class_labels, previous=self.labels,
+                           dataset_indices=self.dataset_indices, autocast=getattr(ctx, "autocast", None),
+                           log=self._log0)
+        self._set_labels(result.super_labels, result.sub_labels)
+        self.round_stats = {"nmi_previous": float("nan") if result.nmi_previous is None else result.nmi_previous}
+        if self.class_labels is not None:
+            self.round_stats["nmi_classes"] = result.nmi_classes
+
     def after_epoch(self, epoch: int, ctx=None) -> dict:
-        out = {k: v for k, v in self.last_round.items() if v is not None} if self.round_of(epoch) == epoch else {}
-        self.last_round = {}
-        return out
+        """The same columns every epoch: the round's start and its NMIs (per-stage times: clusters/rounds.csv)."""
+        return {"cluster_round": self.round_epoch, **self.round_stats}
 
     def state_dict(self) -> dict:
         return {"round_epoch": -1 if self.round_epoch is None else self.round_epoch}
@@ -215,6 +218,9 @@ class DeeperCluster(Method):
             raise UserError(f"resuming in the round of epoch {start} needs {path}; it is missing, so restart "
                             "from the checkpoint of the epoch before that round")
         saved = load_round(path)
+        self.round_stats = {"nmi_previous": float(saved["nmi_previous"])}
+        if self.class_labels is not None:
+            self.round_stats["nmi_classes"] = float(saved["nmi_classes"])
         if len(saved["super_labels"]) != len(self.cluster_view):
             raise UserError(f"{path} holds {len(saved['super_labels'])} assignments but the data has "
                             f"{len(self.cluster_view)} images; resume with the same data and --size_dataset")
