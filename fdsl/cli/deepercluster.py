@@ -14,7 +14,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from fdsl.cli.common import HelpFormatter, Parser
-from fdsl.cli.eval_common import add_launcher_flags, add_run_flags, amp_setup, bool_flag, plain, run_distributed
+from fdsl.cli.eval_common import (
+    add_launcher_flags,
+    add_run_flags,
+    amp_setup,
+    bool_flag,
+    plain,
+    run_distributed,
+)
 from fdsl.errors import UserError
 
 

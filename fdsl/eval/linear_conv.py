@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from fdsl.models.vgg import conv_output_sides
 

@@ -11,9 +11,9 @@ import os
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from torch.utils.data import Dataset
 
 from fdsl.errors import UserError
@@ -45,7 +45,8 @@ def read_split(root: str, split: str) -> tuple[list[str], np.ndarray]:
         path = os.path.join(main, f"{name}_{split}.txt")
         if not os.path.isfile(path):
             raise UserError(f"{path} is missing")
-        rows = [line.split() for line in open(path) if line.strip()]
+        with open(path) as f:
+            rows = [line.split() for line in f if line.strip()]
         if ids is None:
             ids = [r[0] for r in rows]
             labels = np.zeros((len(ids), len(CLASSES)), np.uint8)

@@ -2,7 +2,7 @@
 the Sobel front end), or any timm model, whose pooled feature (num_classes=0) is the output."""
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
 from fdsl.errors import UserError
 from fdsl.models.vgg import create_vgg16, sobel_layer

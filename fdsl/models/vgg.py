@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from fdsl.errors import UserError
 
@@ -23,7 +23,7 @@ NUM_CONVS = 13
 
 
 def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def make_features(in_channels: int, width: float = 1.0) -> nn.Sequential:

@@ -24,7 +24,7 @@ from fdsl.engine.features import extract, gather_in_order
 from fdsl.errors import UserError
 from fdsl.ssl.hierarchy import two_level
 from fdsl.ssl.kmeans import choose_backend
-from fdsl.ssl.pca import PCA, fit_pca
+from fdsl.ssl.pca import fit_pca
 
 GiB = float(1 << 30)
 
@@ -230,5 +230,3 @@ def append_csv(path: str, row: dict) -> None:
         writer.writerows(rows)
     os.replace(tmp, path)
 
-
-__all__ = ["RoundConfig", "RoundResult", "run_round", "load_round", "round_path", "PCA", "check_sizes"]

@@ -25,7 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def cluster_transform(size: int = 224):
     """Resize(256) + CenterCrop(224) at 224 px, scaled for other sizes."""
-    return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor(),
+    return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(),
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
@@ -123,7 +123,7 @@ class IndexedShards(Dataset):
         shard, offset, size = self.entries[i]
         handle = self._handles.get(shard)
         if handle is None:
-            handle = self._handles[shard] = open(self.urls[shard], "rb")
+            handle = self._handles[shard] = open(self.urls[shard], "rb")  # noqa: SIM115 - kept open per worker
         handle.seek(offset)
         img = Image.open(io.BytesIO(handle.read(size))).convert("RGB")
         return img, self.targets[i]
@@ -138,8 +138,8 @@ def build_source(args, info=None):
         ds = OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
                                            args.synthetic_instances, None)
         labels = np.arange(len(ds)) % ds.num_classes
-        return ds, labels, f"{args.synthetic} rendered on the fly ({args.num_classes} classes x " \
-                           f"{args.synthetic_instances})"
+        return ds, labels, (f"{args.synthetic} rendered on the fly ({args.num_classes} classes x " \
+                           f"{args.synthetic_instances})")
     if getattr(args, "trainshards", None):
         from fdsl.data import shards
 

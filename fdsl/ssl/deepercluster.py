@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from fdsl.engine.method import Method, StepOutput
 from fdsl.errors import UserError
