@@ -66,12 +66,12 @@ def check_sizes(cfg: RoundConfig, num_images: int, feature_dim: int) -> None:
         raise UserError(f"--k {cfg.k} and the super-clusters ({cfg.nsc}) must be at least 1")
     if cfg.k % cfg.nsc:
         raise UserError(f"--k {cfg.k} is not a multiple of the {cfg.nsc} super-clusters; use a multiple of {cfg.nsc}")
-    if cfg.k > num_images:
-        raise UserError(f"--k {cfg.k} is larger than the data set ({num_images} images); lower --k to at most "
-                        f"{num_images}")
     if cfg.nsc > num_images:
         raise UserError(f"the data set ({num_images} images) is too small for {cfg.nsc} super-clusters; "
                         "lower --super_classes")
+    if cfg.k > num_images:
+        raise UserError(f"--k {cfg.k} is larger than the data set ({num_images} images); lower --k to at most "
+                        f"{num_images}")
     if cfg.dim_pca > feature_dim:
         raise UserError(f"--dim_pca {cfg.dim_pca} is above the feature size {feature_dim}; use --dim_pca "
                         f"{feature_dim} or less")
