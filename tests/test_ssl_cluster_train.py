@@ -93,7 +93,9 @@ def _write_shard(path, images_root):
         for i, (dirpath, _, files) in enumerate(sorted(os.walk(images_root))):
             for name in sorted(files):
                 key = f"{i:02d}{name[:-4]}"
-                for ext, data in (("png", open(os.path.join(dirpath, name), "rb").read()), ("cls", str(i).encode())):
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    png = f.read()
+                for ext, data in (("png", png), ("cls", str(i).encode())):
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -121,7 +123,7 @@ def test_shards_and_on_the_fly_databases_are_sources(fdsl_cli, images, tmp_path)
     (["--k", "4", "--rotnet", "maybe"], "invalid boolean 'maybe'"),
 ])
 def test_bad_input_is_one_line(fdsl_cli, images, tmp_path, flags, message):
-    code, out, err = fdsl_cli("deepercluster", "--data_path", images, *TINY, *flags, "--dump_path", tmp_path / "x")
+    code, _, err = fdsl_cli("deepercluster", "--data_path", images, *TINY, *flags, "--dump_path", tmp_path / "x")
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "x" / "last.pth.tar").exists()
 

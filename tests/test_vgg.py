@@ -21,7 +21,8 @@ def test_sobel_front_end_is_fixed_and_published_sizes_hold():
     assert create_vgg16(sobel=False, **TINY).body.features[0].in_channels == 3
     # 224 crops reach the body at 226 px with or without Sobel; five pools give fc6's 7x7 input
     assert conv_output_sides(224) == [226, 226, 113, 113, 56, 56, 56, 28, 28, 28, 14, 14, 14, 7]
-    full = create_vgg16(sobel=True)
+    with torch.device("meta"):  # shapes only: no 138M-parameter initialisation
+        full = create_vgg16(sobel=True)
     assert full.body.classifier[0].in_features == 512 * 7 * 7 and full.num_features == 4096
     assert len(full.body.classifier) == 4  # pre-ReLU fc7 (relu=False)
     assert len(create_vgg16(relu=True, **TINY).body.classifier) == 5

@@ -99,8 +99,6 @@ def _run(args, info) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.constant_(m.bias, 0.1)
     model = VGGClassifier(net, len(train_set.classes)).to(info.device)
-    loader = ed.train_loader(train_set, args.batch_size, args.workers, info, args.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
     amp_dtype, scaler = amp_setup(args.amp, args.amp_dtype, info)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, num_workers=args.workers,
                                              sampler=ShardSampler(len(val_set), info.world_size, info.rank))
@@ -119,6 +117,8 @@ def _run(args, info) -> None:
             print0(info, f"evaluating {last}")
         evaluate(-1)
         return
+    loader = ed.train_loader(train_set, args.batch_size, args.workers, info, args.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
     describe = (f"eval-pretrain: VGG16{' + Sobel' if args.sobel and not args.sobel2RGB else ''} from "
                 f"{args.pretrained or 'random init'}, {len(train_set.classes)} classes, {len(train_set)} train / "
                 f"{len(val_set)} val images, batch/process={args.batch_size}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms as T
 
 from fdsl.data.samplers import Resumable, Seeded, ShardSampler
@@ -97,5 +97,20 @@ def predict(model, dataset, batch_size: int, workers: int, info, autocast=None) 
     return gather_in_order(outputs, info), gather_in_order(local_targets, info)
 
 
-def subset(dataset, indices: np.ndarray):
-    return Subset(dataset, indices.tolist())
+class Picked(Dataset):
+    """dataset[indices[i]]. Not torch's Subset: its batched __getitems__ would be forwarded through the engine's
+    Seeded wrapper and receive (index, seed) pairs."""
+
+    def __init__(self, dataset, indices: np.ndarray):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+
+def subset(dataset, indices: np.ndarray) -> Picked:
+    return Picked(dataset, indices)
