@@ -1,12 +1,7 @@
-"""Clustering pieces of DeeperCluster: PCA whitening, k-means (empty clusters, sizes), the two-level hierarchy
-over 1 and 2 gloo processes, and the uniform-over-clusters sampler."""
-import os
-import socket
-
+"""Clustering pieces of DeeperCluster: PCA whitening, k-means (empty clusters, sizes), the two-level hierarchy,
+and the uniform-over-clusters sampler (two gloo processes: test_ssl_cluster_train)."""
 import numpy as np
 import pytest
-import torch
-import torch.multiprocessing as mp
 from sklearn.datasets import load_digits
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -90,41 +85,6 @@ def test_two_level_labels_are_consistent(digits):
     combined = tree.combined()
     assert len(np.unique(combined)) == 600
     assert normalized_mutual_info_score(y, tree.super_labels) > 0.15  # random labels: ~0.002
-
-
-def _two_level_worker(rank, world, port, out):
-    from fdsl.engine import distributed
-    from fdsl.engine.features import gather_in_order
-
-    torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_PORT=str(port), MASTER_ADDR="127.0.0.1")
-    info = distributed.init("cpu", "gloo", 60)
-    x, _ = load_digits(return_X_y=True)
-    local = x.astype(np.float32)[rank::world]  # the ShardSampler layout
-    pca = fit_pca(local, 24, info)
-    tree = two_level(pca.apply(local), nsc=2, k_sub=30, niter=5, seed=3, info=info)
-    labels = gather_in_order(torch.from_numpy(tree.combined()), info).numpy()
-    if rank == 0:
-        np.savez(out, labels=labels, energy=pca.energy, counts=tree.sub_counts)
-    distributed.shutdown(info, False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_gloo_processes_cluster_like_one(digits, tmp_path):
-    x, _ = digits
-    pca = fit_pca(x, 24)
-    single = two_level(pca.apply(x), nsc=2, k_sub=30, niter=5, seed=3).combined()
-    out = str(tmp_path / "two.npz")
-    mp.start_processes(_two_level_worker, args=(2, free_port(), out), nprocs=2, start_method="spawn")
-    two = np.load(out)
-    assert float(two["energy"]) == pytest.approx(pca.energy, rel=1e-4)
-    assert two["counts"].min() >= 1
-    assert (two["labels"] == single).mean() > 0.99  # same result up to float rounding of the reduced sums
 
 
 def test_sampler_is_uniform_over_clusters_and_a_function_of_seed_and_epoch():

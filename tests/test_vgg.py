@@ -10,6 +10,15 @@ from fdsl.models.vgg import NUM_CONVS, conv_output_sides, create_vgg16, load_bod
 TINY = {"width": 1 / 16, "img_size": 32}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Intra-op threads only slow a tiny model down on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_sobel_front_end_is_fixed_and_published_sizes_hold():
     net = create_vgg16(sobel=True, **TINY)
     grey, sobel = net.sobel
