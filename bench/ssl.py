@@ -179,7 +179,13 @@ def bench_deepcluster(args) -> None:
 
 def main() -> None:
     args = options()
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    cores = max(1, len(os.sched_getaffinity(0)))  # taskset -c 0: one thread everywhere, no OpenMP oversubscription
+    torch.set_num_threads(cores)
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(cores)
+    threadpool_limits(cores)
     for name in args.only:
         {"kmeans": bench_kmeans, "features": bench_features, "digits": bench_digits,
          "deepercluster": bench_deepcluster, "deepcluster": bench_deepcluster}[name](args)
