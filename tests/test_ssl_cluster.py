@@ -110,3 +110,42 @@ def test_sampler_is_uniform_over_clusters_and_a_function_of_seed_and_epoch():
     assert not np.array_equal(again.global_order(), order)
     s.set_start(100)
     assert list(s) == order[0::2][100:].tolist() and len(s) == 300
+
+
+def test_torch_search_matches_faiss():
+    from fdsl.ssl.kmeans import Assigner
+
+    rng = np.random.default_rng(2)
+    x, c = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)
+    results = []
+    for backend in ("faiss", "torch"):
+        a = Assigner(backend, 16, "cpu")
+        a.set_centroids(c)
+        results.append(a.search(x))
+    assert np.array_equal(results[0][1], results[1][1])
+    assert np.allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-4)
+
+
+def test_clustering_refuses_what_cannot_fit_in_memory(monkeypatch):
+    from fdsl.ssl import clustering
+
+    cfg = clustering.RoundConfig(k=320_000, nsc=4, dim_pca=4096)
+    stages = clustering.estimate_bytes(cfg, 3_000_000, 4096)
+    assert stages["features"] == 2 * 3_000_000 * 4096 * 4  # 92 GiB of float32 features, twice at the concat
+    monkeypatch.setattr(clustering, "available_bytes", lambda: 64 * 2 ** 30)
+    with pytest.raises(UserError, match=r"needs about 95\.3 GiB of memory \(features 91\.55, .* but 64\.0 GiB is available"):
+        clustering.check_memory(cfg, 3_000_000, 4096, log=lambda m: None)
+    clustering.check_memory(cfg, 100_000, 4096, log=lambda m: None)  # 3 GiB: fine
+
+
+def test_flat_folders_have_no_class_labels(tmp_path):
+    from argparse import Namespace
+
+    from PIL import Image
+
+    from fdsl.ssl.data import build_source
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / f"{i}.png")
+    source, labels, _ = build_source(Namespace(synthetic=None, trainshards=None, data_path=str(tmp_path)))
+    assert len(source) == 3 and labels is None

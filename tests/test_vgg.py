@@ -94,3 +94,13 @@ def test_checkpoint_errors_are_one_line(tmp_path):
         load_body(create_vgg16(sobel=True, **TINY), str(tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="is .* but the model has"):
         load_body(create_vgg16(sobel=True, width=1 / 8, img_size=32), str(path))
+
+
+def test_any_timm_model_with_a_pooled_feature_is_a_trunk():
+    from fdsl.models.trunk import create_trunk
+
+    for sobel in (False, True):
+        trunk = create_trunk("resnet18", sobel=sobel, img_size=32).eval()
+        assert trunk(torch.randn(2, 3, 32, 32)).shape == (2, trunk.num_features)
+    with pytest.raises(UserError, match="not vgg16 and not a timm model"):
+        create_trunk("no_such_net")
