@@ -89,8 +89,8 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
         sync = last_micro or not hasattr(model, "no_sync")
         with contextlib.nullcontext() if sync else model.no_sync():
             out = method.training_step(model, batch, ctx)
-            loss = out.loss / (group_end - (step // ctx.accum_steps) * ctx.accum_steps)
-            _backward(loss, ctx)
+            group = group_end - (step // ctx.accum_steps) * ctx.accum_steps
+            _backward(out.loss / group if group > 1 else out.loss, ctx)
         _accumulate(sums, out)
         seen += 1
         if not last_micro:
