@@ -10,7 +10,7 @@ from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fdsl.data import folder, samplers, shards, transforms
+from fdsl.data import builder, folder, samplers, shards, transforms
 from fdsl.errors import UserError
 
 
@@ -113,13 +113,27 @@ def build_train_data(args, info) -> TrainData:
         if not args.num_classes:
             raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
         ds = shards.ShardDataset(args.trainshards, None, info.rank, info.world_size, args.seed)
-        size = args.dataset_size or shards.default_size(args.trainshards, args.num_classes)
+        size, rule = shard_epoch_size(args, ds.urls)
+        if info.is_main:
+            print(f"epoch: {size:,} samples ({rule})", flush=True)
         return TrainData("shards", ds, args.num_classes, size)
     root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
     ds = folder.ImageFolder(root)
     return TrainData("folder", ds, _check_num_classes(args, ds.classes, root))
+
+
+def shard_epoch_size(args, urls: list[str]) -> tuple[int, str]:
+    """(samples per epoch, the rule that gave it): --dataset_size when given; else the samples the shards hold
+    when fdsl's manifest.json lies beside them; else the published rule (--num-classes x 1000)."""
+    if args.dataset_size:
+        return args.dataset_size, "--dataset_size"
+    counted = builder.shard_sample_count(urls)
+    if counted is not None:
+        return counted[0], f"the samples in the shards, from {counted[1]}"
+    return (shards.default_size(args.trainshards, args.num_classes),
+            "published rule: --num-classes x 1000 (x 2000 for _2ki shards); no fdsl manifest.json beside the shards")
 
 
 def build_val_data(args, info, model, train_data: TrainData):
