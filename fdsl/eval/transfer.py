@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms as T
 
-from fdsl.engine.features import gather_in_order
 from fdsl.engine.method import Method, StepOutput
 
 
@@ -96,27 +95,6 @@ class FineTune(Method):
         with ctx.autocast():
             loss = classification_loss(model(images), targets)
         return StepOutput(loss, images.shape[0])
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader, info, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits float32 [N, C], targets [N] or [N, C]) of the whole evaluation set on every rank, dataset order."""
-    was_training = model.training
-    model.eval()
-    logits, targets = [], []
-    for images, labels in loader:
-        images = images.to(info.device, non_blocking=True)
-        if autocast is not None:
-            with autocast():
-                out = model(images)
-        else:
-            out = model(images)
-        logits.append(out.float().cpu())
-        targets.append(torch.as_tensor(labels))
-    model.train(was_training)
-    logits = torch.cat(logits) if logits else torch.zeros(0, 0)
-    targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
-    return gather_in_order(logits, info), gather_in_order(targets, info)
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:

@@ -50,7 +50,7 @@ def local_batch(args, info) -> int:
 
 def build_data(args, info, batch: int, batches_per_epoch: int, transform):
     """(data, loader) of the pre-training images, any source; labels are ignored."""
-    from fdsl.eval.data import Data, stream_loader
+    from fdsl.ssl.hpt.data import Data, stream_loader
 
     sources = [k for k in ("train_list", "train_folder", "train_shards", "synthetic") if getattr(args, k)]
     if len(sources) != 1:
@@ -125,8 +125,8 @@ class KnnMonitor:
     """The weighted k-NN probe (k=20, cosine) of the backbone on the target's val list, after every epoch."""
 
     def __init__(self, args, info, method):
-        from fdsl.eval.data import eval_loader, labeled_dataset
         from fdsl.eval.transfer import eval_transform
+        from fdsl.ssl.hpt.data import eval_loader, labeled_dataset
 
         tf = eval_transform(args.crop_size, args.test_precrop_size, args.mean, args.std)
         train = labeled_dataset(args.knn_train_list, None, args.data_root, tf, args.class_map)

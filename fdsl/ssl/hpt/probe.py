@@ -26,17 +26,17 @@ from fdsl.engine.fit import RunConfig, fit, seed_epoch
 from fdsl.engine.logging import print0
 from fdsl.engine.trainer import plain_args
 from fdsl.errors import UserError
-from fdsl.eval import data as eval_data
+from fdsl.eval.data import predict
 from fdsl.eval.transfer import (
     FineTune,
     LinearProbe,
     classification_metrics,
     eval_transform,
     headline,
-    predict,
     train_transform,
 )
 from fdsl.ssl.backbone import create_backbone, load_base
+from fdsl.ssl.hpt import data as hpt_data
 from fdsl.ssl.hpt.results import append_jsonl, best_val_test, read_jsonl, series
 
 
@@ -60,15 +60,15 @@ def load_backbone(args, info):
 def _datasets(args):
     train_tf = train_transform(args.crop_size, args.mean, args.std)
     test_tf = eval_transform(args.crop_size, args.test_precrop_size, args.mean, args.std)
-    train = eval_data.labeled_dataset(args.train_list, args.train_folder, args.data_root, train_tf, args.class_map,
+    train = hpt_data.labeled_dataset(args.train_list, args.train_folder, args.data_root, train_tf, args.class_map,
                                       args.num_classes, "train")
-    num_classes = args.num_classes or eval_data.num_classes_of(train)
+    num_classes = args.num_classes or hpt_data.num_classes_of(train)
     classes = getattr(train, "classes", None) if args.train_folder else None
     evals = {}
     for split in ("val", "test"):
         lst, fold = getattr(args, f"{split}_list"), getattr(args, f"{split}_folder")
         if lst:
-            evals[split] = eval_data.labeled_dataset(lst, None, args.data_root, test_tf, args.class_map, num_classes)
+            evals[split] = hpt_data.labeled_dataset(lst, None, args.data_root, test_tf, args.class_map, num_classes)
         elif fold:
             from fdsl.data.folder import ImageFolder
 
@@ -100,20 +100,19 @@ def _run(args, info) -> None:
     pin = info.device.type == "cuda"
     if args.by == "iter":
         interval = max(1, min(args.eval_interval, args.iters))
-        data, loader = eval_data.stream_loader(train, info, batch, interval * args.accum_steps, args.seed,
+        data, loader = hpt_data.stream_loader(train, info, batch, interval * args.accum_steps, args.seed,
                                                args.workers, pin)
         max_updates, epochs = args.iters, math.ceil(args.iters / interval)
         expected = epochs
     else:
-        data, loader = eval_data.epoch_loader(train, info, batch, args.seed, args.workers, pin)
+        data, loader = hpt_data.epoch_loader(train, info, batch, args.seed, args.workers)
         max_updates, epochs = None, args.epochs
         expected = args.epochs // max(1, args.eval_interval)
     per_epoch = math.ceil(len(loader) / args.accum_steps)
     groups = [dict(g, lr=args.lr * g.pop("lr_scale", 1.0)) for g in method.optimizer_params()]
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     sched = _schedule(args, optimizer, per_epoch)
-    eval_loaders = {s: eval_data.eval_loader(ds, info, max(1, min(256, batch)), min(args.workers, 4))
-                    for s, ds in evals.items()}
+    eval_batch, eval_workers = max(1, min(256, batch)), min(args.workers, 4)
     metrics_path = os.path.join(args.output, "metrics.jsonl")
     if info.is_main:
         os.makedirs(args.output, exist_ok=True)
@@ -127,14 +126,14 @@ def _run(args, info) -> None:
             return {}
         step = min((epoch + 1) * per_epoch, max_updates) if max_updates else (epoch + 1) * per_epoch
         row = {"step": step, "epoch": epoch}
-        for split, loader_ in eval_loaders.items():
-            logits, targets = predict(method.module, loader_, info, (lambda: torch.autocast(
+        for split, dataset in evals.items():
+            logits, targets = predict(method.module, dataset, eval_batch, eval_workers, info, (lambda: torch.autocast(
                 info.device.type, dtype=amp)) if amp else None)
             row.update({f"{split}_{k}": v for k, v in classification_metrics(logits, targets).items()})
         if info.is_main:
             append_jsonl(metrics_path, row)
         shown = " ".join(f"{s} {headline({k[len(s) + 1:]: v for k, v in row.items() if k.startswith(s + '_')}):.2f}"
-                         for s in eval_loaders)
+                         for s in evals)
         print0(info, f"eval: step {step} {shown}")
         return {"metric": headline({k[4:]: v for k, v in row.items() if k.startswith("val_")})}
 
