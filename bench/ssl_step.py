@@ -2,7 +2,9 @@
 against (1) a bare forward/backward/step of the same encoders and (2) the same step assembled from the
 `lightly` package's blocks, side by side on synthetic tensors (data loading excluded).
 
-    PYTHONPATH=.:/path/to/lightly taskset -c 0 python bench/ssl_step.py        # CPU, ResNet-18 at 64 px
+    PYTHONPATH=.:/path/to/lightly taskset -c 0 python -P bench/ssl_step.py     # CPU, ResNet-18 at 64 px
+
+(-P: bench/ssl.py, the clustering benchmark, would otherwise shadow the standard library's ssl module.)
 
 What each variant computes per step, on two views of a batch of B images:
   bare       query encoder fwd+bwd on view 1, key/target encoder fwd (no grad) on view 2 (BYOL: both
@@ -11,8 +13,8 @@ What each variant computes per step, on two views of a batch of B images:
              groups > 1); BYOL: symmetric loss, cosine-tau EMA; both through the engine loop.
   lightly    lightly.models.modules heads, lightly.loss (NTXentLoss with a memory bank / negative cosine),
              lightly.models.utils.update_momentum (+ batch_shuffle for MoCo); the same optimiser.
-Variants alternate in rounds and the median step time of each is reported, so load on a shared machine
-hits all of them alike; the figures of merit are the ratios.
+Variants alternate step by step (rounds of --steps) and the median step time of each is reported, so load
+on a shared machine hits all of them alike; the figures of merit are the ratios.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def options():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--queue-size", type=int, default=65536)
     p.add_argument("--bn-group-size", type=int, default=0, help="MoCo BN group size (0: one group, no shuffle)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=1, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=25)
     p.add_argument("--methods", nargs="+", default=["moco", "byol"])
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
