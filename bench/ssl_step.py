@@ -2,9 +2,7 @@
 against (1) a bare forward/backward/step of the same encoders and (2) the same step assembled from the
 `lightly` package's blocks, side by side on synthetic tensors (data loading excluded).
 
-    PYTHONPATH=.:/path/to/lightly taskset -c 0 python -P bench/ssl_step.py     # CPU, ResNet-18 at 64 px
-
-(-P: bench/ssl.py, the clustering benchmark, would otherwise shadow the standard library's ssl module.)
+    PYTHONPATH=.:/path/to/lightly taskset -c 0 python bench/ssl_step.py     # CPU, ResNet-18 at 64 px
 
 What each variant computes per step, on two views of a batch of B images:
   bare       query encoder fwd+bwd on view 1, key/target encoder fwd (no grad) on view 2 (BYOL: both

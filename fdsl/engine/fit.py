@@ -183,7 +183,8 @@ def wrap(method, cfg: RunConfig, info):
             method.module = module
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=device_ids, find_unused_parameters=getattr(method, "find_unused_parameters", False))
+            module, device_ids=device_ids, find_unused_parameters=getattr(method, "find_unused_parameters", False),
+            broadcast_buffers=getattr(method, "broadcast_buffers", True))
     if cfg.torch_compile:
         module = torch.compile(module)
     return module

@@ -31,6 +31,8 @@ class Method:
 
     name = "method"
     module: torch.nn.Module
+    find_unused_parameters = False  # DDP: some trained parameters may get no gradient in a step
+    broadcast_buffers = True  # DDP: rank 0's buffers are copied to every rank before each forward
 
     def optimizer_params(self):
         """What the optimiser trains: a module (timm's create_optimizer_v2 then applies its no-weight-decay

@@ -7,20 +7,14 @@
   deepcluster  a tiny DeepCluster run on the digits exported as an image folder (32 px), then a linear probe
              on its conv features beside the same probe on a random-init trunk
 
-    PYTHONPATH=. taskset -c 0 python bench/ssl.py                 # all, pinned to one core
-    PYTHONPATH=. python bench/ssl.py --only kmeans digits
+    PYTHONPATH=. taskset -c 0 python bench/clustering.py                 # all, pinned to one core
+    PYTHONPATH=. python bench/clustering.py --only kmeans digits
 """
 from __future__ import annotations
 
-import os
-import sys
-
-# Run as a script, this file's folder comes first on sys.path, where "ssl.py" would hide the standard library's
-# ssl module from everything imported below (asyncio, wandb, ...).
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import csv
+import os
 import statistics
 import tempfile
 import time
