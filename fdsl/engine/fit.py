@@ -8,6 +8,7 @@ seeded by its position, and each rank's RNG state is stored in the checkpoint.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 
 from fdsl.engine import checkpoint, distributed
 from fdsl.engine.logging import Summary, Trackers, print0
@@ -182,9 +184,11 @@ def wrap(method, cfg: RunConfig, info):
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
             method.module = module
         device_ids = [info.device.index] if info.device.type == "cuda" else None
-        module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=device_ids, find_unused_parameters=getattr(method, "find_unused_parameters", False),
-            broadcast_buffers=getattr(method, "broadcast_buffers", True))
+        options = {"find_unused_parameters": getattr(method, "find_unused_parameters", False)}
+        if not getattr(method, "broadcast_buffers", True):  # torch >= 2.14 names it forward_sync_buffers
+            new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            options["forward_sync_buffers" if new_name else "broadcast_buffers"] = False
+        module = DistributedDataParallel(module, device_ids=device_ids, **options)
     if cfg.torch_compile:
         module = torch.compile(module)
     return module
