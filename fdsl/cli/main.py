@@ -24,7 +24,8 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: fdsl <command> [options]   (fdsl <command> --help for each)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2
+    lines += [f"  {name:<{width}}{text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 
