@@ -24,6 +24,7 @@ from fdsl.data.folder import ImageFolder
 from fdsl.data.transforms import data_config, train_transform
 from fdsl.engine import distributed, schedule
 from fdsl.engine.loop import LoopContext, train_one_epoch
+from fdsl.engine.method import Classification
 from fdsl.models import factory
 
 
@@ -81,7 +82,7 @@ def time_engine(model, opt, data, ctx, args):
     sched = schedule.build(args, opt, len(data))
     sync(ctx.info.device)
     start = time.perf_counter()
-    train_one_epoch(model, data, opt, torch.nn.CrossEntropyLoss(), sched, ctx, epoch=0)
+    train_one_epoch(Classification(model, torch.nn.CrossEntropyLoss()), model, data, opt, sched, ctx, epoch=0)
     sync(ctx.info.device)
     return time.perf_counter() - start
 

@@ -40,7 +40,7 @@ def test_short_test_scripts_never_leave_warmup():
 
 def test_warmup_epochs_convert_to_iterations_and_fast_forward():
     sched, opt = make(["--sched", "cosine_iter", "--lr", "1e-3", "--warmup-epochs", "2", "--epochs", "10"], iters=10)
-    sched.fast_forward(1)
+    sched.fast_forward(1, 10)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4 + 10 / 20 * (1e-3 - 1e-4))
 
 

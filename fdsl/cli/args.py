@@ -114,7 +114,8 @@ def _add_misc(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--dist-backend", default="nccl", help="used on CUDA; CPU runs always use gloo")
     g.add_argument("--log-interval", type=int, default=50)
-    g.add_argument("--recovery-interval", type=int, default=0)
+    g.add_argument("--recovery-interval", type=int, default=0,
+                   help="also write recovery-<epoch>-<step>.pth.tar every N batches (--resume it to continue mid-epoch)")
     g.add_argument("--checkpoint-hist", type=int, default=10)
     g.add_argument("--interval-saved-epochs", type=int, default=None,
                    help="keep held-checkpoint-<epoch>.pth.tar every K epochs (also --interval_saved_epochs)")
@@ -134,6 +135,8 @@ def _add_misc(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--group-name", default="YOUR_WANDB_GROUP_NAME")
     g.add_argument("--entity-name", default="YOUR_WANDB_ENTITY_NAME")
     g.add_argument("--pause", type=int, default=None, help="stop after this many epochs from the start epoch")
+    g.add_argument("--pause-updates", type=int, default=None,
+                   help="stop after this many optimiser steps, saving a mid-epoch resume point in last.pth.tar")
 
 
 def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:

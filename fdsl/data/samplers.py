@@ -1,4 +1,5 @@
-"""Samplers: repeated augmentation (DeiT's RASampler) and a rank shard for evaluation.
+"""Samplers: repeated augmentation (DeiT's RASampler), a rank shard for evaluation, and the resumable
+(index, seed) stream that makes augmentation independent of workers and resume.
 
 Written by hand because timm's RepeatAugSampler keeps the published truncation rules. Fixed here (D9):
 seeded by (seed, epoch) rather than the epoch alone, no truncation to multiples of 256 (a data set of
@@ -6,10 +7,13 @@ fewer than 256 images gave an empty epoch), and it also works on one process (D5
 """
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 class RASampler(Sampler):
@@ -52,3 +56,69 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The augmentation seed of the sample at `position` of rank `rank`'s stream in `epoch`."""
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Resumable(Sampler):
+    """Wraps a sampler whose order is a pure function of (seed, epoch) and yields (index, augmentation seed)
+    pairs, so that every sample's augmentation is a function of (seed, epoch, rank, position) alone: the same
+    whatever the DataLoader's worker count, and a run resumed in the middle of an epoch (`skip`) sees the
+    same images, augmented the same way, as a run that never stopped."""
+
+    def __init__(self, sampler, seed: int = 0, rank: int = 0):
+        self.sampler = sampler
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def skip(self, num_samples: int) -> None:
+        """The next iteration starts at this position (the rest of an interrupted epoch)."""
+        self._skip = num_samples
+
+    def __iter__(self):
+        start, self._skip = self._skip, 0
+        for position, index in enumerate(itertools.islice(iter(self.sampler), start, None), start):
+            yield index, sample_seed(self.seed, self.epoch, self.rank, position)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class Seeded(Dataset):
+    """Reads (index, seed) items from a `Resumable` sampler: seeds torch, numpy and random for this sample's
+    transforms, then puts the process's own generators back as they were (with DataLoader workers = 0 the
+    dataset runs in the training process, whose RNG streams must not depend on the data)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, item):
+        index, seed = item
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)

@@ -115,12 +115,21 @@ class LimitedLoader:
         self.loader = loader
         self.num_batches = num_batches
         self.dataset = loader.dataset
+        self._skip = 0
 
     def __len__(self) -> int:
         return self.num_batches
 
+    def skip(self, batches: int) -> None:
+        """The next epoch starts at this batch. A shard stream cannot seek: the skipped batches are read and
+        dropped (their order and augmentation are a function of (seed, epoch, rank, worker), so the rest is
+        what an uninterrupted run would have seen)."""
+        self._skip = batches
+
     def __iter__(self):
+        skip, self._skip = self._skip, 0
         for i, batch in enumerate(self.loader):
             if i >= self.num_batches:
                 break
-            yield batch
+            if i >= skip:
+                yield batch

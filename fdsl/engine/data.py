@@ -8,7 +8,7 @@ import sys
 import torch
 from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from fdsl.data import folder, samplers, shards, transforms
 from fdsl.errors import UserError
@@ -158,18 +158,37 @@ def make_loader(args, info, data, train: bool = True):
         return shards.LimitedLoader(loader, per_rank_batches)
     n = len(data)
     if args.repeated_aug:
-        data.sampler = samplers.RASampler(n, info.world_size, info.rank, seed=args.seed)
-    elif info.distributed:
-        data.sampler = DistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=args.seed)
-    else:
-        data.sampler = RandomSampler(data.dataset)
+        sampler = samplers.RASampler(n, info.world_size, info.rank, seed=args.seed)
+    else:  # seeded by (seed, epoch) also on one process, so the order survives a resume
+        sampler = DistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=args.seed)
+    data.sampler = samplers.Resumable(sampler, args.seed, info.rank)
     per_rank = len(data.sampler)
     if per_rank < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process "
                         f"({n} images, {info.world_size} process(es)); lower --batch-size")
     collate = concat_splits if args.aug_splits else None
-    return DataLoader(data.loader_dataset, batch_size=args.batch_size, sampler=data.sampler, drop_last=True,
-                      worker_init_fn=_worker_init, collate_fn=collate, **common)
+    loader = DataLoader(samplers.Seeded(data.loader_dataset), batch_size=args.batch_size, sampler=data.sampler,
+                        drop_last=True, worker_init_fn=_worker_init, collate_fn=collate, **common)
+    return TrainLoader(loader, data.sampler, args.batch_size)
+
+
+class TrainLoader:
+    """A training DataLoader whose next epoch can start at a given batch (a run resumed mid-epoch)."""
+
+    def __init__(self, loader: DataLoader, sampler: samplers.Resumable, batch_size: int):
+        self.loader = loader
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.dataset = loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def skip(self, batches: int) -> None:
+        self.sampler.skip(batches * self.batch_size)
 
 
 def _worker_init(worker_id: int) -> None:

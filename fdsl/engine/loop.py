@@ -1,7 +1,9 @@
 """The one training loop (after FAIR MAE's engine_pretrain.py) and the evaluation pass.
 
-No per-step host sync: the loss is summed on the device and read only at log steps and at epoch end, which
-is also where a non-finite loss is detected (all ranks agree through the all-reduce).
+Every method (supervised classification, DeeperCluster, MoCo v2, BYOL) runs through `train_one_epoch`: the
+method turns a batch into a loss (fdsl.engine.method), the loop does the rest. No per-step host sync: the
+loss is summed on the device and read only at log steps and at epoch end, which is also where a non-finite
+loss is detected (all ranks agree through the all-reduce).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from timm.utils import dispatch_clip_grad
 
 from fdsl.engine import distributed
 from fdsl.engine.logging import StepTimer, format_eta, print0
+from fdsl.engine.method import Method
 
 
 class NonFiniteLoss(Exception):
@@ -27,14 +30,15 @@ class LoopContext:
     info: distributed.DistInfo
     amp_dtype: torch.dtype | None = None  # None: full precision
     scaler: torch.amp.GradScaler | None = None
-    mixup_fn: object = None
     clip_grad: float | None = None
     clip_mode: str = "norm"
+    accum_steps: int = 1  # micro-batches per optimiser step (gradient accumulation)
+    max_updates: int | None = None  # stop the epoch once the run has made this many optimiser steps
     log_interval: int = 50
     channels_last: bool = False
     ema: object = None
     trackers: object = None
-    on_step: object = None  # callback(epoch, batch_idx) for recovery checkpoints
+    on_update: object = None  # callback(epoch, step_in_epoch, num_updates) -> bool (True: stop now)
     save_images_dir: str | None = None  # --save-images: rank 0 writes train-batch-<idx>.jpg at log steps
     epochs: int = 1
     extra: dict = field(default_factory=dict)
@@ -45,86 +49,138 @@ class LoopContext:
         return torch.autocast(self.info.device.type, dtype=self.amp_dtype)
 
 
-def _to_device(images, targets, ctx: LoopContext):
-    device = ctx.info.device
-    images = images.to(device, non_blocking=True)
-    targets = targets.to(device, non_blocking=True)
-    if ctx.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets
+def to_device(batch, ctx: LoopContext):
+    """Tensors (also inside tuples, lists and dicts) to the device; images (4-D) channels-last if asked."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(ctx.info.device, non_blocking=True)
+        if ctx.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, ctx) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, ctx) for k, v in batch.items()}
+    return batch
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn, schedule, ctx: LoopContext, epoch: int,
-                    mixup_active: bool = True) -> dict:
+def updates_per_epoch(steps: int, accum_steps: int) -> int:
+    return math.ceil(steps / accum_steps)
+
+
+def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: LoopContext, epoch: int,
+                    start_step: int = 0) -> dict:
+    """One epoch of `loader` (or its rest from micro-batch `start_step`, a resumed run). Returns the mean
+    loss and method logs, `steps` done, and `stopped` when max_updates or on_update ended it early."""
     model.train()
     info = ctx.info
     steps = len(loader)
-    loss_sum = torch.zeros((), device=info.device)
+    per_epoch = updates_per_epoch(steps, ctx.accum_steps)
+    sums: dict[str, torch.Tensor] = {}
     seen = 0
     timer = StepTimer()
-    for batch_idx, (images, targets) in enumerate(loader):
-        images, targets = _to_device(images, targets, ctx)
-        if ctx.mixup_fn is not None and mixup_active:
-            images, targets = ctx.mixup_fn(images, targets)
-        with ctx.autocast():
-            loss = loss_fn(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        params = lambda: model_parameters(model, exclude_head=ctx.clip_mode == "agc")
-        if ctx.scaler is not None:
-            ctx.scaler.scale(loss).backward()
-            if ctx.clip_grad is not None:
-                ctx.scaler.unscale_(optimizer)
-                dispatch_clip_grad(params(), ctx.clip_grad, mode=ctx.clip_mode)
-            ctx.scaler.step(optimizer)
-            ctx.scaler.update()
-        else:
-            loss.backward()
-            if ctx.clip_grad is not None:
-                dispatch_clip_grad(params(), ctx.clip_grad, mode=ctx.clip_mode)
-            optimizer.step()
-        if ctx.ema is not None:
-            ctx.ema.update(model)
-        loss_sum += loss.detach()
+    ctx.extra["last_logged"] = start_step - 1
+    stopped = False
+    step = start_step
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(loader, start_step):
+        batch = to_device(batch, ctx)
+        group_end = min(steps, (step // ctx.accum_steps + 1) * ctx.accum_steps)
+        last_micro = step + 1 == group_end
+        sync = last_micro or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if sync else model.no_sync():
+            out = method.training_step(model, batch, ctx)
+            group = group_end - (step // ctx.accum_steps) * ctx.accum_steps
+            _backward(out.loss / group if group > 1 else out.loss, ctx)
+        _accumulate(sums, out)
         seen += 1
-        num_updates = epoch * steps + batch_idx + 1
-        if batch_idx % ctx.log_interval == 0 or batch_idx == steps - 1:
-            _log_step(ctx, epoch, batch_idx, steps, loss, optimizer, images.shape[0], timer, num_updates)
-            if ctx.save_images_dir and info.is_main:
-                _save_batch(images, ctx.save_images_dir, batch_idx)
-        if ctx.on_step is not None:
-            ctx.on_step(epoch, batch_idx)
+        if not last_micro:
+            continue
+        _optimizer_step(model, optimizer, ctx)
+        num_updates = epoch * per_epoch + step // ctx.accum_steps + 1
+        method.after_update(num_updates, ctx)
+        if ctx.ema is not None:
+            ctx.ema.update(method.module)
+        if step % ctx.log_interval < ctx.accum_steps or step == steps - 1:
+            _log_step(ctx, epoch, step, steps, sums, seen, optimizer, out.batch_size, timer, num_updates)
+            if ctx.save_images_dir and info.is_main and isinstance(batch, (tuple, list)):
+                _save_batch(batch[0], ctx.save_images_dir, step)
         schedule.after_update(num_updates)
-    mean = distributed.all_reduce_mean(loss_sum / max(seen, 1), info).item()
-    if not math.isfinite(mean):
-        raise NonFiniteLoss(f"train loss is {mean} in epoch {epoch}")
-    return {"loss": mean}
+        if ctx.on_update is not None and ctx.on_update(epoch, step + 1, num_updates):
+            stopped = True
+            break
+        if ctx.max_updates is not None and num_updates >= ctx.max_updates:
+            stopped = True
+            break
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    keys = sorted(means)
+    values = distributed.all_reduce_mean(torch.stack([means[k].float() for k in keys]), info).tolist() if keys else []
+    result = dict(zip(keys, values))
+    if not math.isfinite(result.get("loss", 0.0)):
+        raise NonFiniteLoss(f"train loss is {result['loss']} in epoch {epoch}")
+    result.update(steps=step + 1 if seen else start_step, stopped=stopped)
+    return result
 
 
-def _log_step(ctx, epoch, batch_idx, steps, loss, optimizer, batch_size, timer, num_updates) -> None:
+def _backward(loss: torch.Tensor, ctx: LoopContext) -> None:
+    if ctx.scaler is not None:
+        ctx.scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def _optimizer_step(model, optimizer, ctx: LoopContext) -> None:
+    if ctx.clip_grad is not None:
+        if ctx.scaler is not None:
+            ctx.scaler.unscale_(optimizer)
+        dispatch_clip_grad(model_parameters(model, exclude_head=ctx.clip_mode == "agc"), ctx.clip_grad,
+                           mode=ctx.clip_mode)
+    if ctx.scaler is not None:
+        ctx.scaler.step(optimizer)
+        ctx.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _accumulate(sums: dict, out) -> None:
+    for key, value in {"loss": out.loss, **out.logs}.items():
+        value = value.detach().float()
+        sums[key] = sums[key] + value if key in sums else value.clone()
+
+
+def _log_step(ctx, epoch, step, steps, sums, seen, optimizer, batch_size, timer, num_updates) -> None:
     info = ctx.info
-    value = distributed.all_reduce_mean(loss.detach().float(), info).item()
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"loss is {value} at epoch {epoch} step {batch_idx}")
+    keys = sorted(sums)
+    values = distributed.all_reduce_mean(torch.stack([sums[k] / seen for k in keys]), info).tolist()
+    means = dict(zip(keys, values))
+    if not math.isfinite(means["loss"]):
+        raise NonFiniteLoss(f"loss is {means['loss']} at epoch {epoch} step {step}")
     if not info.is_main:
         return
-    intervals = max(1, batch_idx - ctx.extra.get("last_logged", -1)) if batch_idx > 0 else 1
-    ctx.extra["last_logged"] = batch_idx
+    intervals = max(1, step - ctx.extra.get("last_logged", -1))
+    ctx.extra["last_logged"] = step
     per_step = timer.lap() / intervals
-    lr = sum(g["lr"] for g in optimizer.param_groups) / len(optimizer.param_groups)
-    remaining = (steps - batch_idx - 1) + (ctx.epochs - epoch - 1) * steps
-    print0(info, f"train: epoch {epoch} [{batch_idx + 1:>4d}/{steps}] loss {value:.4f} lr {lr:.3e} "
+    lr = max(g["lr"] for g in optimizer.param_groups)
+    remaining = (steps - step - 1) + (ctx.epochs - epoch - 1) * steps
+    if ctx.max_updates is not None:
+        remaining = min(remaining, (ctx.max_updates - num_updates) * ctx.accum_steps)
+    extra = "".join(f" {k} {v:.4f}" for k, v in means.items() if k != "loss")
+    print0(info, f"train: epoch {epoch} [{step + 1:>4d}/{steps}] loss {means['loss']:.4f}{extra} lr {lr:.3e} "
                  f"{batch_size * info.world_size / max(per_step, 1e-9):.1f} img/s ETA {format_eta(remaining * per_step)}")
     if ctx.trackers is not None:
-        ctx.trackers.log({"iter": num_updates, "lr": lr, "train_loss_step": value}, step=num_updates)
+        ctx.trackers.log({"iter": num_updates, "lr": lr, "train_loss_step": means["loss"],
+                          **{f"train_{k}_step": v for k, v in means.items() if k != "loss"}}, step=num_updates)
 
 
-def _save_batch(images, folder: str, batch_idx: int) -> None:
+def _save_batch(images, folder: str, step: int) -> None:
     import os
 
     from torchvision.utils import save_image
 
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        return
     os.makedirs(folder, exist_ok=True)
-    save_image(images.detach().float().cpu(), os.path.join(folder, f"train-batch-{batch_idx}.jpg"), padding=0,
+    save_image(images.detach().float().cpu(), os.path.join(folder, f"train-batch-{step}.jpg"), padding=0,
                normalize=True)
 
 
@@ -135,7 +191,7 @@ def evaluate(model, loader, ctx: LoopContext, num_classes: int) -> dict:
     topk = 5 if num_classes >= 5 else 1
     totals = torch.zeros(4, device=info.device, dtype=torch.float64)  # loss sum, top1, top5, count
     for images, targets in loader:
-        images, targets = _to_device(images, targets, ctx)
+        images, targets = to_device((images, targets), ctx)
         with ctx.autocast():
             logits = model(images)
         logits = logits.float()

@@ -57,11 +57,12 @@ class Schedule:
         for key, value in plateau.items():
             setattr(self.scheduler.lr_scheduler, key, value)
 
-    def fast_forward(self, start_epoch: int) -> None:
-        if self.scheduler is None or start_epoch <= 0:
+    def fast_forward(self, start_epoch: int, num_updates: int) -> None:
+        """Where a resumed run starts: epoch `start_epoch`, after `num_updates` optimiser steps."""
+        if self.scheduler is None or (start_epoch <= 0 and num_updates <= 0):
             return
         if self.per_iteration:
-            self.scheduler.step_update(start_epoch * self.iters_per_epoch)
+            self.scheduler.step_update(num_updates)
         else:
             self.scheduler.step(start_epoch)
 

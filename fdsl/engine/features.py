@@ -1,0 +1,63 @@
+"""Feature extraction over a loader: the one pass that clustering, k-NN and linear probes share.
+
+Every rank runs its share of the loader (samplers.ShardSampler deals index r, r+W, ...); the features are
+gathered back into dataset order, so rank 0 (and every rank) sees one [N, D] matrix whatever the world size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from fdsl.engine.distributed import DistInfo
+
+
+@torch.no_grad()
+def extract(forward, loader, info: DistInfo, autocast=None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features float32 [N, D], labels int64 [N]) on the CPU, in the order of this rank's sampler.
+
+    `forward(images) -> [B, D]` runs on info.device (the caller puts the model in eval mode). Labels that
+    are not integers (None, -1 for unlabeled folders) come back as -1."""
+    feats, labels = [], []
+    iterator = loader
+    if progress and info.is_main:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="features", leave=False)
+    for images, targets in iterator:
+        images = images.to(info.device, non_blocking=True)
+        if autocast is not None:
+            with autocast():
+                out = forward(images)
+        else:
+            out = forward(images)
+        feats.append(out.float().flatten(1).to("cpu", non_blocking=True))
+        labels.append(torch.as_tensor(targets).reshape(-1).long())
+    if info.device.type == "cuda":
+        torch.cuda.synchronize(info.device)
+    if not feats:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def gather_in_order(local: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Inverse of samplers.ShardSampler: rank r holds rows r, r+W, ...; returns all rows in dataset order."""
+    if not info.distributed:
+        return local
+    sizes = [torch.zeros((), dtype=torch.long) for _ in range(info.world_size)]
+    dist.all_gather_object(sizes, torch.tensor(local.shape[0]))
+    width = max(int(s) for s in sizes)
+    padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype)
+    padded[: local.shape[0]] = local
+    chunks = [torch.empty_like(padded) for _ in range(info.world_size)]
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+        gpu_chunks = [c.to(device) for c in chunks]
+        dist.all_gather(gpu_chunks, padded.to(device))
+        chunks = [c.cpu() for c in gpu_chunks]
+    else:
+        dist.all_gather(chunks, padded)
+    total = sum(int(s) for s in sizes)
+    out = torch.empty((total, *local.shape[1:]), dtype=local.dtype)
+    for r, (chunk, size) in enumerate(zip(chunks, sizes)):
+        out[r::info.world_size] = chunk[: int(size)]
+    return out
