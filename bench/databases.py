@@ -107,10 +107,9 @@ def main() -> None:
                   f"{human(per_image * full_images):>10} {duration(full_s):>19}", flush=True)
             if args.previews:
                 os.makedirs(args.previews, exist_ok=True)
+                grid = ["--classes", "9", "--per-class", "1"] if per_class == 1 else ["--classes", "4", "--per-class", "4"]
                 subprocess.run([sys.executable, "-m", "fdsl", "preview", out, "--out",
-                                os.path.join(args.previews, f"{name.split('-1k')[0].lower()}.png"),
-                                "--classes", "4", "--per-class", str(min(6, sample_per_class)) if per_class > 1
-                                else "1", "--tile", "96"],
+                                os.path.join(args.previews, f"{name.split('-1k')[0].lower()}.png"), *grid, "--tile", "80"],
                                env={**os.environ, "PYTHONPATH": REPO}, check=True, capture_output=True)
 
 

@@ -16,6 +16,7 @@ FORMAT=${FORMAT:-png}             # png | wds (shards) | onthefly (no files)
 SHARD_SIZE=${SHARD_SIZE:-1000}
 DB_DIR=${DB_DIR:-./data/FractalDB-$CLASSES}
 CSV_DIR=${CSV_DIR:-}              # the official category CSVs, if you have them (else they are searched)
+WEIGHT_INTERVAL=${WEIGHT_INTERVAL:-0.4}   # exe.sh renders with weights_0.4.csv (factors 0.2, 0.6, 1.4, 1.8)
 FT_DATA=${FT_DATA:-/PATH/TO/CIFAR10}    # train/<class>/ and val/<class>/
 FT_NAME=${FT_NAME:-CIFAR10}
 FT_CLASSES=${FT_CLASSES:-10}
@@ -39,7 +40,7 @@ if [ -n "$CSV_DIR" ]; then
   CSV=(--csv-dir "$CSV_DIR")
 fi
 
-render_db fractaldb "$DB_DIR" "${CSV[@]}"
+render_db fractaldb "$DB_DIR" --weight-interval "$WEIGHT_INTERVAL" "${CSV[@]}"
 pretrain_data fractaldb "$DB_DIR" "$DB_DIR"
 pretrain "${PRE_DATA[@]}" --config "$(in_repo "$PRE_CONFIG")" --model "$ARCH" --num-classes "$CLASSES" \
   --epochs "$PRE_EPOCHS" --batch-size "$BATCH" --output "$OUTPUT/pretrain" --experiment "$PRE_EXP" --resume auto
