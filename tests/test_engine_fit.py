@@ -167,3 +167,23 @@ def test_cli_resumes_mid_epoch_with_augmentation_mixup_and_drop_path(tmp_path):
 def test_resume_of_a_missing_file_is_one_clear_error(tmp_path, bad):
     with pytest.raises(fit.UserError, match="no such file"):
         fit.fit(*make(tmp_path, "x", epochs=1, resume=str(tmp_path / bad)))
+
+
+def test_seeded_wraps_a_subset_and_forwards_plain_attributes():
+    from torch.utils.data import Subset
+
+    ds = Subset(NoisyPoints(10), [1, 3, 5])
+    seeded = samplers.Seeded(ds)
+    assert not hasattr(seeded, "__getitems__") and seeded.indices == [1, 3, 5]
+    batch = next(iter(DataLoader(seeded, batch_size=3, sampler=[(0, 7), (1, 7), (2, 8)])))
+    assert batch[0].shape == (3, 8)
+    torch.testing.assert_close(batch[0][0], seeded[(0, 7)][0])  # the same seed, the same augmentation
+
+
+def test_summary_takes_columns_that_appear_in_a_later_epoch(tmp_path):
+    from fdsl.engine.logging import Summary
+
+    summary = Summary(str(tmp_path / "summary.csv"))
+    summary.append({"epoch": 0, "train_loss": 1.0})
+    summary.append({"epoch": 1, "train_loss": 0.5, "nmi": 0.7})
+    assert (tmp_path / "summary.csv").read_text().splitlines() == ["epoch,train_loss,nmi", "0,1.0,", "1,0.5,0.7"]

@@ -144,3 +144,12 @@ def test_a_search_that_finds_nothing_is_one_user_error(monkeypatch):
     monkeypatch.setattr(ifs3d, "search_system", hopeless)
     with pytest.raises(UserError, match="--variance"):
         registry.create("exfractaldb", variance=0.99).class_params(0)
+
+
+def test_on_the_fly_instances_wrap_around_the_finite_set():
+    from fdsl.data import registry
+    from fdsl.data.onthefly import OnTheFlyDataset
+
+    ds = OnTheFlyDataset(registry.create("ofdb3d", classes=2, size=32, seed=0), instances_per_class=200)
+    first, wrapped = ds[0], ds[2 * ds.db.num_instances]  # class 0, instance 0 and instance num_instances
+    assert np.array_equal(np.asarray(first[0]), np.asarray(wrapped[0])) and first[1] == wrapped[1] == 0

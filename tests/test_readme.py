@@ -57,16 +57,16 @@ def check(command: str, tmp_path) -> None:
     env, argv = split(command)
     if argv[:2] in (["make", "demo"], ["make", "test"]):
         return
-    if argv[0] == "fdsl" or argv[:3] == ["python", "-m", "fdsl"]:
-        argv = argv[1:] if argv[0] == "fdsl" else argv[3:]
+    if "fdsl" in argv:  # fdsl ..., python -m fdsl ..., mpirun ... fdsl ..., torchrun ... -m fdsl ...
+        argv = argv[argv.index("fdsl") + 1:]
         if argv[0] == "render":
             from fdsl.cli.render import build_parser
             from fdsl.data import registry
 
-            build_parser(registry.get(argv[1])).parse_args(argv[2:])
+            build_parser(registry.get(argv[1])).parse_args([a for a in argv[2:] if a != "..."])
         elif argv[0] in ("pretrain", "finetune"):
             check_training(argv[0], argv[1:])
-        else:  # preview / plot: run by make demo and tests/test_engine_plot.py
+        else:  # preview, plot, deepercluster, ...: run by make demo and their own tests
             from fdsl.cli.main import COMMANDS
 
             assert argv[0] in COMMANDS, command

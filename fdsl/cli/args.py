@@ -164,6 +164,13 @@ def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
         g.add_argument("--synthetic-instances", type=int, default=1000, help="images per class per epoch")
         g.add_argument("--synthetic-size", type=int, default=None, help="render size (default: input size)")
         g.add_argument("--synthetic-seed", type=int, default=0, help="database seed")
+        g.add_argument("--synthetic-device", default=None, choices=["cpu", "cuda"],
+                       help="render --synthetic batches on this device inside the training step, augmented per "
+                            "sample there (no DataLoader workers; -j N processes compute the class parameters at "
+                            "start-up); cuda = this rank's GPU")
+        g.add_argument("--synthetic-opt", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="database options for --synthetic-device, as `fdsl render DB --help` names them, "
+                            "e.g. iterations=50000 draw_type=point_gray")
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:

@@ -86,6 +86,7 @@ class IFS3DDatabase(Database):
         views, size = self.options["views"], self.options["size"]
         cached = (None, None)
         for inst in instances:
+            inst %= self.num_instances  # on-the-fly epochs count past the class's finite set of instances
             index = inst // views
             if cached[0] != index:  # consecutive views share one chaos game
                 cached = (index, self.cloud(cls, params, index))

@@ -105,8 +105,8 @@ class Seeded(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getattr__(self, name):
-        if name == "dataset":
+    def __getattr__(self, name):  # attributes of the wrapped dataset (bad_files, classes...), not its protocols
+        if name == "dataset" or name.startswith("__"):  # e.g. Subset.__getitems__ expects plain indices
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tarfile
 
 import cv2
 import numpy as np
 
+from fdsl.data import png
+
 MODES = ("auto", "L", "RGB")
-# Compression 1 with the FILTERED strategy: as small as the default, ~30% faster (specs, perf facts).
-_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_FILTERED]
 
 
 def encode_png(image: np.ndarray, mode: str = "auto") -> bytes:
@@ -25,24 +26,29 @@ def encode_png(image: np.ndarray, mode: str = "auto") -> bytes:
         image = np.repeat(image[:, :, None], 3, axis=2)
     elif mode == "L" and image.ndim == 3:
         image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    if image.ndim == 3:
-        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image), _PNG_FLAGS)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a PNG")
-    return buffer.tobytes()
+    return png.encode(image)
+
+
+_HOST = socket.gethostname().split(".")[0].replace("/", "_")
 
 
 def temporary_name(path: str) -> str:
+    """A name beside ``path`` that no other process writes, also across hosts sharing the folder."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.tmp{os.getpid()}")
+    return os.path.join(directory, f".{name}.tmp{os.getpid()}.{_HOST}")
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path`` and rename: readers never see half a file."""
+    """Write ``data`` to a temporary name beside ``path`` and rename: readers never see half a file.
+    (os.open/os.write: half the cost of open() for the small files a database is made of.)"""
     tmp = temporary_name(path)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

@@ -10,13 +10,13 @@ from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fdsl.data import folder, samplers, shards, transforms
+from fdsl.data import builder, folder, samplers, shards, transforms
 from fdsl.errors import UserError
 
 
 class TrainData:
     def __init__(self, kind: str, dataset, num_classes: int, samples_per_epoch: int | None = None):
-        self.kind = kind  # "folder" | "shards" | "onthefly"
+        self.kind = kind  # "folder" | "shards" | "onthefly" | "device"
         self.dataset = dataset
         self.num_classes = num_classes
         self.samples_per_epoch = samples_per_epoch
@@ -30,6 +30,9 @@ class TrainData:
     def set_transforms(self, args, model) -> None:
         check_aug_splits(args, self.kind)
         self.cfg = transforms.data_config(args, model)
+        if self.kind == "device":  # augmented per sample on the device (fdsl.data.gpu_augment)
+            self.dataset.configure(args, self.cfg)
+            return
         self.dataset.transform = transforms.train_transform(args, self.cfg)
         if args.aug_splits:
             self.loader_dataset = AugMixSplits(self.dataset, args.aug_splits, erase_clean=not args.resplit)
@@ -74,6 +77,8 @@ def check_aug_splits(args, kind: str) -> None:
         return
     if kind == "shards":
         raise UserError("--aug-splits works with image folders and --synthetic, not -w/--webdataset shards")
+    if kind == "device":
+        raise UserError("--aug-splits works with image folders and --synthetic, not --synthetic-device")
     if args.no_aug:
         raise UserError("--aug-splits needs augmentation; drop --no-aug")
     if args.jsd and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
@@ -103,23 +108,46 @@ def build_train_data(args, info) -> TrainData:
 
         if not args.num_classes:
             raise UserError("--synthetic needs --num-classes (how many classes to render)")
+        if getattr(args, "synthetic_device", None):
+            from fdsl.data.gpu_source import build_device_source
+
+            source = build_device_source(args, info)
+            return TrainData("device", source, args.num_classes, source.samples_per_epoch)
+        if getattr(args, "synthetic_opt", None):
+            raise UserError("--synthetic-opt needs --synthetic-device (the DataLoader path renders database defaults)")
         size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
         ds = OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
                                            args.synthetic_instances, None)
         return TrainData("onthefly", ds, args.num_classes)
+    if getattr(args, "synthetic_device", None):
+        raise UserError("--synthetic-device needs --synthetic DB (the database to render)")
     if getattr(args, "webdataset", False):
         if not args.trainshards:
             raise UserError("-w/--webdataset needs --trainshards '/PATH/SHARDS-{000000..000099}.tar'")
         if not args.num_classes:
             raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
         ds = shards.ShardDataset(args.trainshards, None, info.rank, info.world_size, args.seed)
-        size = args.dataset_size or shards.default_size(args.trainshards, args.num_classes)
+        size, rule = shard_epoch_size(args, ds.urls)
+        if info.is_main:
+            print(f"epoch: {size:,} samples ({rule})", flush=True)
         return TrainData("shards", ds, args.num_classes, size)
     root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
     ds = folder.ImageFolder(root)
     return TrainData("folder", ds, _check_num_classes(args, ds.classes, root))
+
+
+def shard_epoch_size(args, urls: list[str]) -> tuple[int, str]:
+    """(samples per epoch, the rule that gave it): --dataset_size when given; else the samples the shards hold
+    when fdsl's manifest.json lies beside them; else the published rule (--num-classes x 1000)."""
+    if args.dataset_size:
+        return args.dataset_size, "--dataset_size"
+    counted = builder.shard_sample_count(urls)
+    if counted is not None:
+        return counted[0], f"the samples in the shards, from {counted[1]}"
+    return (shards.default_size(args.trainshards, args.num_classes),
+            "published rule: --num-classes x 1000 (x 2000 for _2ki shards); no fdsl manifest.json beside the shards")
 
 
 def build_val_data(args, info, model, train_data: TrainData):
@@ -145,6 +173,9 @@ def make_loader(args, info, data, train: bool = True):
     """Training: drop_last, RASampler / DistributedSampler / shuffle. Workers are not persistent, so each
     epoch's worker seeds come from the per-epoch RNG and a resumed run replays the same augmentation."""
     common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda"}
+    if train and data.kind == "device":  # batches are rendered on the device: no DataLoader
+        data.dataset.check_memory()
+        return data.dataset
     if not train:
         sampler = samplers.ShardSampler(len(data), info.world_size, info.rank)
         bs = args.batch_size * getattr(args, "validation_batch_size_multiplier", 1)

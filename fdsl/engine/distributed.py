@@ -1,6 +1,7 @@
-"""Process-group setup from any launcher: OpenMPI, torchrun or SLURM (spec 1.5, defects D5/D6 fixed).
+"""Process-group setup from any launcher: OpenMPI, torchrun, PMI or SLURM (spec 1.5, defects D5/D6 fixed).
 
-The published trainers read only OMPI_COMM_WORLD_*; here the first launcher whose variables are set wins.
+The published trainers read only OMPI_COMM_WORLD_*; here fdsl.launch finds the rank (the first launcher
+whose variables are set wins), and under mpirun without MASTER_ADDR rank 0's address comes through mpi4py.
 """
 from __future__ import annotations
 
@@ -11,14 +12,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fdsl import launch
 from fdsl.errors import UserError
-
-# (rank, world size, local rank) variable names per launcher, checked in this order.
-LAUNCHERS = (
-    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
-    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
-    ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
-)
 
 
 @dataclass
@@ -39,12 +34,11 @@ class DistInfo:
 
 
 def detect(env=os.environ) -> DistInfo:
-    for name, rank_var, size_var, local_var in LAUNCHERS:
-        if size_var in env and rank_var in env:
-            rank, world = int(env[rank_var]), int(env[size_var])
-            local = int(env.get(local_var, rank % max(torch.cuda.device_count(), 1)))
-            return DistInfo(rank, world, local, name)
-    return DistInfo()
+    found = launch.from_environment(env)
+    if found.launcher == "none":
+        return DistInfo()
+    local = found.local_rank if found.local_rank is not None else found.rank % max(torch.cuda.device_count(), 1)
+    return DistInfo(found.rank, found.world_size, local, found.launcher)
 
 
 def select_device(info: DistInfo, requested: str | None) -> torch.device:
@@ -64,8 +58,10 @@ def init(requested_device: str | None = None, backend: str = "nccl", timeout_s: 
     info = detect()
     info.device = select_device(info, requested_device)
     if info.distributed and not dist.is_initialized():
-        addr = os.environ.get("MASTER_ADDR", "localhost")
-        port = os.environ.get("MASTER_PORT", "8888")
+        try:
+            addr, port = launch.rendezvous(launch.from_environment())
+        except RuntimeError as err:
+            raise UserError(f"rank {info.rank}/{info.world_size}: {err}") from None
         try:
             _init_group(backend, info, addr, port, timeout_s)
         except (RuntimeError, dist.DistError) as err:

@@ -35,8 +35,9 @@ class Summary:
         if not self.rows:
             return
         tmp = self.path + ".tmp"
+        fields = list(dict.fromkeys(key for row in self.rows for key in row))  # a later epoch may add columns
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.path)

@@ -66,9 +66,23 @@ def perlin1d(x) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+@njit(cache=True, inline="always")
+def _move_vertices(line, x, y, cos_k, sin_k, unit_u, noise_scale, noise_offset, width, wave, pix, gradients,
+                   px, py):
+    """Step every vertex of contour ``line`` outward by its noisy amount; integer pixels into px, py."""
+    for k in range(x.shape[0]):
+        nx = _perlin_at(unit_u[line, k, 0] * NOISE_SPAN, gradients) * noise_scale - noise_offset - wave[k]
+        ny = _perlin_at(unit_u[line, k, 1] * NOISE_SPAN, gradients) * noise_scale - noise_offset - wave[k]
+        x[k] -= cos_k[k] * (nx - width)
+        y[k] -= sin_k[k] * (ny - width)
+        px[k] = np.int32(min(max(x[k] * pix, -1e6), 1e6))
+        py[k] = np.int32(min(max(y[k] * pix, -1e6), 1e6))
+
+
 @njit(cache=True)
-def _contour_points(cx, cy, rx, ry, unit_u, noise_scale, noise_offset, width, wave, pix, gradients):
-    """Integer vertices (L, V, 2) of the L contours; unit_u (L, V, 2) holds U(0, 1) noise draws."""
+def _contours(cx, cy, rx, ry, unit_u, noise_scale, noise_offset, width, wave, pix, gradients, grays, canvas):
+    """Grow the L contours from the ellipse and draw each as a closed 1-px polygon in its gray.
+    Without a canvas (size 0) the integer vertices (L, V, 2) are returned instead."""
     lines, vertices = unit_u.shape[0], unit_u.shape[1]
     cos_k = np.empty(vertices)
     sin_k = np.empty(vertices)
@@ -80,16 +94,92 @@ def _contour_points(cx, cy, rx, ry, unit_u, noise_scale, noise_offset, width, wa
         sin_k[k] = math.sin(theta)
         x[k] = cx + rx * cos_k[k]
         y[k] = cy + ry * sin_k[k]
-    out = np.empty((lines, vertices, 2), np.int32)
+    keep = canvas.shape[0] == 0
+    out = np.empty((lines if keep else 0, vertices, 2), np.int32)
+    px = np.empty(vertices, np.int64)
+    py = np.empty(vertices, np.int64)
     for line in range(lines):
+        _move_vertices(line, x, y, cos_k, sin_k, unit_u, noise_scale, noise_offset, width, wave, pix, gradients,
+                       px, py)
+        if keep:
+            out[line, :, 0] = px
+            out[line, :, 1] = py
+            continue
+        previous = vertices - 1
         for k in range(vertices):
-            nx = _perlin_at(unit_u[line, k, 0] * NOISE_SPAN, gradients) * noise_scale - noise_offset - wave[k]
-            ny = _perlin_at(unit_u[line, k, 1] * NOISE_SPAN, gradients) * noise_scale - noise_offset - wave[k]
-            x[k] -= cos_k[k] * (nx - width)
-            y[k] -= sin_k[k] * (ny - width)
-            out[line, k, 0] = np.int32(min(max(x[k] * pix, -1e6), 1e6))
-            out[line, k, 1] = np.int32(min(max(y[k] * pix, -1e6), 1e6))
+            _line(canvas, px[previous], py[previous], px[k], py[k], grays[line])
+            previous = k
     return out
+
+
+@njit(cache=True, inline="always")
+def _clip(width, height, x1, y1, x2, y2):
+    """OpenCV's clipLine: (inside, x1, y1, x2, y2) with the segment cut to the canvas."""
+    right, bottom = width - 1, height - 1
+    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
+    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
+    if (c1 & c2) == 0 and (c1 | c2) != 0:
+        if c1 & 12:
+            a = 0 if c1 < 8 else bottom
+            x1 += int((a - y1) * (x2 - x1) / (y2 - y1))
+            y1 = a
+            c1 = (x1 < 0) + (x1 > right) * 2
+        if c2 & 12:
+            a = 0 if c2 < 8 else bottom
+            x2 += int((a - y2) * (x2 - x1) / (y2 - y1))
+            y2 = a
+            c2 = (x2 < 0) + (x2 > right) * 2
+        if (c1 & c2) == 0 and (c1 | c2) != 0:
+            if c1:
+                a = 0 if c1 == 1 else right
+                y1 += int((a - x1) * (y2 - y1) / (x2 - x1))
+                x1 = a
+                c1 = 0
+            if c2:
+                a = 0 if c2 == 1 else right
+                y2 += int((a - x2) * (y2 - y1) / (x2 - x1))
+                x2 = a
+                c2 = 0
+    return (c1 | c2) == 0, x1, y1, x2, y2
+
+
+@njit(cache=True, inline="always")
+def _line(canvas, x1, y1, x2, y2, value):
+    """A 1-px 8-connected segment, pixel for pixel as cv2.line/polylines (LINE_8) draw it: clipped
+    as clipLine, then OpenCV's Bresenham walk from the left end. Drawn here because OpenCV's
+    per-call cost dominated the many short contour segments."""
+    height, width = canvas.shape
+    if not (0 <= x1 < width and 0 <= x2 < width and 0 <= y1 < height and 0 <= y2 < height):
+        inside, x1, y1, x2, y2 = _clip(width, height, x1, y1, x2, y2)
+        if not inside:
+            return
+    dx = x2 - x1
+    dy = y2 - y1
+    if dx < 0:  # always walk left to right
+        dx, dy, x1, y1 = -dx, -dy, x2, y2
+    step_y = 1
+    if dy < 0:
+        dy, step_y = -dy, -1
+    if dy > dx:  # steep: one pixel per row, the column steps when the error turns negative
+        err = dy - 2 * dx
+        for _ in range(dy + 1):
+            canvas[y1, x1] = value
+            if err < 0:
+                err += 2 * dy - 2 * dx
+                x1 += 1
+            else:
+                err -= 2 * dx
+            y1 += step_y
+    else:  # flat: one pixel per column
+        err = dx - 2 * dy
+        for _ in range(dx + 1):
+            canvas[y1, x1] = value
+            if err < 0:
+                err += 2 * dx - 2 * dy
+                y1 += step_y
+            else:
+                err -= 2 * dy
+            x1 += 1
 
 
 @dataclass(frozen=True)
@@ -108,29 +198,36 @@ class ContourShape:
     waves: tuple = ()  # VisualAtom frequencies n1, n2 (empty for RCDB)
 
 
-def contour_vertices(shape: ContourShape, grays_and_noise_rng: np.random.Generator, size: int,
-                     rcdb_noise: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(gray levels (L,), integer vertices (L, V, 2) in pixels of a ``size`` canvas).
+def _grow(shape: ContourShape, rng: np.random.Generator, size: int, rcdb_noise: bool,
+          canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the random gray levels and noise of one image, then run the contour kernel.
 
     RCDB displaces by ``perlin * 2P - P``; VisualAtom by ``perlin * P - P - sum 0.5 sin(theta n)``.
     """
-    rng = grays_and_noise_rng
-    grays = rng.integers(0, 257 if rcdb_noise else 256, shape.lines).clip(0, 255)
+    grays = np.minimum(rng.integers(0, 257 if rcdb_noise else 256, shape.lines), 255).astype(np.uint8)
     unit_u = rng.random((shape.lines, shape.vertices, 2))
-    theta = 2.0 * np.pi * np.arange(shape.vertices) / shape.vertices
     wave = np.zeros(shape.vertices)
-    for n in shape.waves:
-        wave += 0.5 * np.sin(theta * n)
+    if shape.waves:
+        theta = 2.0 * np.pi * np.arange(shape.vertices) / shape.vertices
+        for n in shape.waves:
+            wave += 0.5 * np.sin(theta * n)
     scale = 2.0 * shape.perlin if rcdb_noise else shape.perlin
-    points = _contour_points(
+    points = _contours(
         shape.center_x, shape.center_y, shape.radius * shape.oval_x, shape.radius * shape.oval_y,
-        unit_u, scale, shape.perlin, shape.line_width, wave, size / REFERENCE_SIZE, GRADIENTS,
+        unit_u, scale, shape.perlin, shape.line_width, wave, size / REFERENCE_SIZE, GRADIENTS, grays, canvas,
     )
     return grays, points
 
 
+def contour_vertices(shape: ContourShape, grays_and_noise_rng: np.random.Generator, size: int,
+                     rcdb_noise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(gray levels (L,), integer vertices (L, V, 2) in pixels of a ``size`` canvas)."""
+    return _grow(shape, grays_and_noise_rng, size, rcdb_noise, np.empty((0, 0), np.uint8))
+
+
 def draw_contours(size: int, grays: np.ndarray, points: np.ndarray, background: int) -> np.ndarray:
-    """A uint8 size x size gray image with each closed contour drawn 1 px wide in its gray."""
+    """A uint8 size x size gray image with each closed contour drawn 1 px wide in its gray (OpenCV;
+    render_contour draws the same pixels in one compiled pass)."""
     canvas = np.full((size, size), background, dtype=np.uint8)
     for gray, contour in zip(grays.tolist(), points):
         cv2.polylines(canvas, [contour], True, gray, 1, cv2.LINE_8)
@@ -139,8 +236,10 @@ def draw_contours(size: int, grays: np.ndarray, points: np.ndarray, background: 
 
 def render_contour(shape: ContourShape, rng: np.random.Generator, size: int, rcdb_noise: bool,
                    background: int) -> np.ndarray:
-    grays, points = contour_vertices(shape, rng, size, rcdb_noise)
-    return draw_contours(size, grays, points, background)
+    """The image: contours grown and drawn in one compiled pass, no vertex array kept."""
+    canvas = np.full((size, size), background, dtype=np.uint8)
+    _grow(shape, rng, size, rcdb_noise, canvas)
+    return canvas
 
 
 # --- RCDB ---------------------------------------------------------------------------------------

@@ -1,0 +1,6 @@
+import sys
+
+from fdsl.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["deepercluster", *sys.argv[1:]]))

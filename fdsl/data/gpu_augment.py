@@ -1,0 +1,502 @@
+"""The training recipe's augmentation on a batch tensor, with its own parameters for every sample.
+
+Equivalent to timm's training transform (fdsl.data.transforms.train_transform): random resized crop with
+random bilinear/bicubic interpolation, flips, RandAugment (``--aa rand-...``) or ColorJitter, normalisation,
+random erasing. Written here because the libraries draw one parameter set per call: torchvision's functional
+ops take one crop/factor per call, so a batch call gives every image the same crop, and kornia's RandAugment
+picks one op sequence per batch. Here every sample draws its own crop, flips, ops, magnitudes and erasing box.
+
+The small per-sample parameters are drawn on the host from a CPU ``torch.Generator`` (cheap, the same on
+every device); only the erasing noise is drawn on the device. Crop, flips and RandAugment's geometric ops
+(rotate, shear, translate) are one affine map per sample, applied by ONE resampling (``grid_sample``), so
+colour ops act on that result (timm applies them in the order drawn; only the fill colour of a geometric op
+can differ). Downscaling is antialiased by averaging s x s sub-samples per output pixel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from fdsl.errors import UserError
+from fdsl.render.gpu import constant, to_device
+
+LEVEL_DENOM = 10.0  # timm's magnitude scale
+GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY"}
+COLOUR = {"AutoContrast", "Equalize", "Invert", "Posterize", "PosterizeIncreasing", "PosterizeOriginal",
+          "Solarize", "SolarizeIncreasing", "SolarizeAdd", "Color", "ColorIncreasing", "Contrast",
+          "ContrastIncreasing", "Brightness", "BrightnessIncreasing", "Sharpness", "SharpnessIncreasing"}
+INTERPOLATIONS = ("bilinear", "bicubic")  # timm's 'random' choice
+
+
+@dataclass
+class RandAugmentSpec:
+    """timm's parsed ``rand-...`` string: which ops, how many per image, with which magnitude."""
+
+    ops: list
+    num_layers: int = 2
+    prob: float = 0.5
+    magnitude: float = 10.0
+    magnitude_std: float = 0.0
+    magnitude_max: float | None = None
+    weights: list | None = None  # weighted choice without replacement ('tweights'), else uniform with replacement
+    translate_pct: float = 0.45
+    translate_const: float = 100.0
+
+    @classmethod
+    def parse(cls, text: str, image_size: int) -> RandAugmentSpec:
+        """Parse with timm's own parser, so every ``rand-m9-mstd0.5-inc1``-style option means what it does there."""
+        from timm.data import auto_augment
+
+        if not text.startswith("rand"):
+            raise UserError(f"--aa {text}: on-the-fly device batches support RandAugment ('rand-...') only; "
+                            f"use e.g. --aa rand-m9-mstd0.5-inc1, or drop --synthetic-device")
+        try:
+            ra = auto_augment.rand_augment_transform(text, {"translate_const": int(image_size * 0.45)})
+        except (AssertionError, ValueError, KeyError) as err:
+            raise UserError(f"--aa {text}: not a RandAugment spec timm understands ({err})") from None
+        names = [op.name for op in ra.ops]
+        unknown = sorted(set(names) - GEOMETRIC - COLOUR)
+        if unknown:
+            raise UserError(f"--aa {text}: op(s) {unknown} are not implemented for --synthetic-device batches; "
+                            f"use the default op set (e.g. rand-m9-mstd0.5-inc1)")
+        first = ra.ops[0]
+        weights = None if ra.choice_weights is None else [float(w) for w in ra.choice_weights]
+        return cls(names, ra.num_layers, first.prob, float(first.magnitude), float(first.magnitude_std),
+                   first.magnitude_max, weights, first.hparams.get("translate_pct", 0.45),
+                   float(first.hparams["translate_const"]))
+
+
+@dataclass
+class AugmentSpec:
+    size: tuple = (224, 224)  # output (H, W)
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    interpolation: str = "random"
+    randaugment: RandAugmentSpec | None = None
+    color_jitter: float = 0.0
+    re_prob: float = 0.0
+    re_mode: str = "const"
+    re_count: int = 1
+    no_aug: bool = False
+    channels: int = 3
+    fill: tuple = field(default=(124, 116, 104))
+
+    @classmethod
+    def from_args(cls, args, cfg: dict) -> AugmentSpec:
+        """The engine's flags and the resolved data config (fdsl.data.transforms.data_config)."""
+        channels, height, width = cfg["input_size"]
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+        interpolation = cfg["interpolation"] if args.no_aug else args.train_interpolation
+        if interpolation not in (*INTERPOLATIONS, "random", "nearest"):
+            raise UserError(f"--train-interpolation {interpolation}: device batches support random, bilinear, "
+                            f"bicubic or nearest")
+        if (args.remode or "const") not in ("const", "rand", "pixel"):
+            raise UserError(f"--remode {args.remode}: use const, rand or pixel")
+        aa = RandAugmentSpec.parse(args.aa, min(height, width)) if args.aa and not args.no_aug else None
+        jitter = 0.0 if aa or args.no_aug or args.color_jitter is None else float(args.color_jitter)
+        return cls(size=(height, width), mean=mean, std=std, scale=tuple(args.scale), ratio=tuple(args.ratio),
+                   hflip=args.hflip, vflip=args.vflip, interpolation=interpolation, randaugment=aa,
+                   color_jitter=jitter, re_prob=0.0 if args.no_aug else args.reprob, re_mode=args.remode or "const",
+                   re_count=args.recount, no_aug=args.no_aug, channels=channels,
+                   fill=tuple(min(255, round(255 * m)) for m in mean) if len(mean) == 3 else (128, 128, 128))
+
+
+class BatchAugment:
+    """``augment(images, host_generator, device_generator)``: uint8 (B, C, S, S) -> normalised float
+    (B, channels, H, W) on the images' device, every sample with its own random parameters."""
+
+    def __init__(self, spec: AugmentSpec):
+        self.spec = spec
+
+    def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator):
+        spec, batch = self.spec, images.shape[0]
+        plan = self.sample(batch, images.shape[-1], host)
+        x, inside = self.resample(images.float(), plan)
+        x = self.to_channels(x, inside)
+        x = self.colour(x, plan)
+        mean = constant(("mean", spec.mean), spec.mean, x.device, torch.float32).view(1, -1, 1, 1)
+        std = constant(("std", spec.std), spec.std, x.device, torch.float32).view(1, -1, 1, 1)
+        x = (x / 255.0 - mean) / std
+        return self.erase(x, plan, device_generator)
+
+    # -- parameters (host) ---------------------------------------------------------------------------------
+    def sample(self, batch: int, source: int, g: torch.Generator) -> dict:
+        spec = self.spec
+        plan = {"crop": _full_crops(batch, source) if spec.no_aug else _resized_crops(batch, source, spec, g)}
+        plan["hflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.hflip)
+        plan["vflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.vflip)
+        if spec.interpolation == "random":
+            plan["interp"] = torch.randint(0, 2, (batch,), generator=g)
+        else:
+            plan["interp"] = torch.zeros(batch, dtype=torch.long)
+        augmenting = not spec.no_aug  # --no-aug: resize and normalise only, as timm's no_aug transform
+        plan["layers"] = _randaugment_layers(batch, spec, g) if spec.randaugment and augmenting else []
+        if spec.color_jitter > 0 and augmenting:
+            low = max(0.0, 1 - spec.color_jitter)
+            plan["jitter"] = low + torch.rand(batch, 3, generator=g) * (1 + spec.color_jitter - low)
+            plan["jitter_order"] = torch.rand(batch, 3, generator=g).argsort(1)
+        plan["erase"] = _erase_boxes(batch, spec, g) if spec.re_prob > 0 and augmenting else []
+        return plan
+
+    # -- geometry: one resampling ----------------------------------------------------------------------------
+    def resample(self, images: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Crop, flip and geometric RandAugment ops as one output->source map per sample."""
+        spec, device = self.spec, images.device
+        batch, _, source, _ = images.shape
+        height, width = spec.size
+        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float64)
+        top, left, crop_h, crop_w = crop.unbind(1)
+        crop_map = _affine(crop_w / width, zero, left, zero, crop_h / height, top)  # output -> crop box
+        hflip, vflip = plan["hflip"], plan["vflip"]
+        flip_map = _affine(torch.where(hflip, -1.0, 1.0), zero, torch.where(hflip, float(width), 0.0),
+                           zero, torch.where(vflip, -1.0, 1.0), torch.where(vflip, float(height), 0.0))
+        op_maps = [layer["geometry"] for layer in plan["layers"] if layer.get("geometry") is not None]
+        geometry = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
+        for op_map in op_maps:
+            geometry = geometry @ op_map
+        full = to_device(crop_map @ flip_map @ geometry, device, torch.float32)
+        supersample = max(1, min(4, math.ceil(float((crop[:, 2:] / torch.tensor([height, width])).max()) - 1e-6)))
+        grid = _grid(full, height, width, supersample, source, device)
+        out = torch.empty(batch, images.shape[1], height * supersample, width * supersample, device=device)
+        modes = ["nearest"] if spec.interpolation == "nearest" else (
+            [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
+        for index, mode in enumerate(modes):
+            chosen = (plan["interp"] == index) if len(modes) > 1 else torch.ones(batch, dtype=torch.bool)
+            rows = to_device(chosen.nonzero().flatten(), device)
+            if len(rows):
+                out[rows] = F.grid_sample(images[rows], grid[rows], mode=mode, padding_mode="border",
+                                          align_corners=False)
+        if supersample > 1:
+            out = F.avg_pool2d(out, supersample)
+        inside = _inside_fill(op_maps, height, width, device) if op_maps else None
+        return out.clamp(0, 255).round(), inside
+
+    def to_channels(self, x: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
+        """Gray renders become RGB (as PIL's convert('RGB')); geometric ops' outside gets the fill colour."""
+        channels = self.spec.channels
+        if x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and channels == 1:
+            x = _luma(x)
+        if inside is not None:
+            fill = constant(("fill", self.spec.fill[:channels]), self.spec.fill[:channels], x.device, x.dtype)
+            fill = fill.view(1, -1, 1, 1)
+            x = torch.where(inside, x, fill)
+        return x.contiguous()
+
+    # -- colour --------------------------------------------------------------------------------------------
+    def colour(self, x: torch.Tensor, plan: dict) -> torch.Tensor:
+        for layer in plan["layers"]:
+            for name, rows in layer["colour"].items():
+                rows_dev = to_device(rows, x.device)
+                x[rows_dev] = _COLOUR_OPS[_base_name(name)](x[rows_dev], to_device(layer["arg"][rows], x.device))
+        if "jitter" in plan:
+            ops = (_brightness, _contrast, _color)  # torchvision ColorJitter order ids 0, 1, 2 (hue is off)
+            for position in range(3):
+                for op_id, op in enumerate(ops):
+                    rows = (plan["jitter_order"][:, position] == op_id).nonzero().flatten()
+                    if len(rows):
+                        rows_dev = to_device(rows, x.device)
+                        x[rows_dev] = op(x[rows_dev], to_device(plan["jitter"][rows, op_id], x.device))
+        return x
+
+    # -- random erasing ------------------------------------------------------------------------------------
+    def erase(self, x: torch.Tensor, plan: dict, device_generator: torch.Generator) -> torch.Tensor:
+        """timm's RandomErasing per sample: up to ``re_count`` boxes filled with 0 (const), one normal colour
+        per channel (rand) or normal noise per pixel (pixel), on the normalised image."""
+        batch, channels, height, width = x.shape
+        rows = torch.arange(height, device=x.device).view(1, height, 1)
+        cols = torch.arange(width, device=x.device).view(1, 1, width)
+        for box in plan["erase"]:
+            top, left, h, w = (to_device(box[:, k], x.device).view(-1, 1, 1) for k in range(4))
+            inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+            mode = self.spec.re_mode
+            if mode == "pixel":
+                fill = torch.randn(x.shape, generator=device_generator, device=x.device)
+            elif mode == "rand":
+                fill = torch.randn(batch, channels, 1, 1, generator=device_generator, device=x.device)
+            else:
+                fill = torch.zeros((), device=x.device)
+            x = torch.where(inside[:, None], fill, x)
+        return x
+
+
+# -- parameter sampling (host) -------------------------------------------------------------------------------
+def _uniform(shape, low, high, g):
+    return low + torch.rand(shape, generator=g, dtype=torch.float64) * (high - low)
+
+
+def _randint_inclusive(high: torch.Tensor, g) -> torch.Tensor:
+    """U{0..high} per element (python's random.randint(0, high))."""
+    return (torch.rand(high.shape, generator=g, dtype=torch.float64) * (high + 1)).floor().clamp(max=high)
+
+
+def _full_crops(batch: int, source: int) -> torch.Tensor:
+    return torch.tensor([[0.0, 0.0, source, source]], dtype=torch.float64).expand(batch, 4).clone()
+
+
+def _resized_crops(batch: int, source: int, spec: AugmentSpec, g) -> torch.Tensor:
+    """(top, left, h, w) per sample, as timm's RandomResizedCropAndInterpolation.get_params on a square:
+    10 attempts, the first that fits, else the central fallback."""
+    area = float(source * source)
+    attempts = 10
+    target = _uniform((batch, attempts), *spec.scale, g) * area
+    ratio = torch.exp(_uniform((batch, attempts), math.log(spec.ratio[0]), math.log(spec.ratio[1]), g))
+    w = torch.round(torch.sqrt(target * ratio))
+    h = torch.round(torch.sqrt(target / ratio))
+    fits = (w <= source) & (h <= source)
+    first = torch.where(fits.any(1), fits.float().argmax(1), -1)
+    pick = first.clamp(min=0)[:, None]
+    h, w = h.gather(1, pick)[:, 0], w.gather(1, pick)[:, 0]
+    top = _randint_inclusive(source - h, g)
+    left = _randint_inclusive(source - w, g)
+    fallback = _central_crop(source, spec.ratio)
+    none_fit = (first < 0)[:, None]
+    return torch.where(none_fit, fallback, torch.stack([top, left, h, w], 1))
+
+
+def _central_crop(source: int, ratio) -> torch.Tensor:
+    w = h = float(source)
+    if 1.0 < min(ratio):
+        h = float(round(w / min(ratio)))
+    elif 1.0 > max(ratio):
+        w = float(round(h * max(ratio)))
+    return torch.tensor([(source - h) // 2, (source - w) // 2, h, w], dtype=torch.float64)
+
+
+def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
+    """Per layer: which op each sample draws, whether it applies (prob), its magnitude argument, and for
+    geometric ops the output->input map."""
+    ra = spec.randaugment
+    n_ops = len(ra.ops)
+    if ra.weights is None:
+        choice = torch.randint(0, n_ops, (batch, ra.num_layers), generator=g)
+    else:
+        weights = torch.tensor(ra.weights, dtype=torch.float64).expand(batch, n_ops)
+        choice = torch.multinomial(weights, ra.num_layers, replacement=False, generator=g)
+    height, width = spec.size
+    layers = []
+    for layer in range(ra.num_layers):
+        applied = torch.rand(batch, generator=g) <= ra.prob
+        magnitude = torch.full((batch,), ra.magnitude, dtype=torch.float64)
+        if ra.magnitude_std == math.inf:
+            magnitude = _uniform(batch, 0.0, ra.magnitude, g)
+        elif ra.magnitude_std > 0:
+            magnitude = magnitude + ra.magnitude_std * torch.randn(batch, generator=g, dtype=torch.float64)
+        level = magnitude.clamp(0.0, ra.magnitude_max or LEVEL_DENOM) / LEVEL_DENOM
+        sign = torch.where(torch.rand(batch, generator=g) > 0.5, -1.0, 1.0).to(torch.float64)
+        arg = torch.zeros(batch, dtype=torch.float64)
+        colour, geometry_rows = {}, []
+        for k in choice[:, layer].unique().tolist():
+            name = ra.ops[k]
+            rows = ((choice[:, layer] == k) & applied).nonzero().flatten()
+            if not len(rows):
+                continue
+            arg[rows] = _level(name, level[rows], sign[rows], ra)
+            if name in GEOMETRIC:
+                geometry_rows.append((name, rows))
+            else:
+                colour[name] = rows
+        geometry = None
+        if geometry_rows:
+            geometry = torch.eye(3, dtype=torch.float64).repeat(batch, 1, 1)
+            for name, rows in geometry_rows:
+                geometry[rows] = _geometric_map(name, arg[rows], height, width)
+        layers.append({"colour": colour, "arg": arg, "geometry": geometry})
+    return layers
+
+
+def _level(name: str, level: torch.Tensor, sign: torch.Tensor, ra: RandAugmentSpec) -> torch.Tensor:
+    """timm's LEVEL_TO_ARG for a magnitude fraction ``level`` = m / 10 (and the random sign)."""
+    base = _base_name(name)
+    increasing = name.endswith("Increasing")
+    if name == "Rotate":
+        return level * 30.0 * sign
+    if name in ("ShearX", "ShearY"):
+        return level * 0.3 * sign
+    if name in ("TranslateXRel", "TranslateYRel"):
+        return level * ra.translate_pct * sign
+    if name in ("TranslateX", "TranslateY"):
+        return level * ra.translate_const * sign
+    if name == "PosterizeOriginal":
+        return (level * 4).floor() + 4
+    if base == "Posterize":
+        bits = (level * 4).floor()
+        return 4 - bits if increasing else bits
+    if base == "Solarize":
+        thresh = (level * 256).floor().clamp(max=256)
+        return 256 - thresh if increasing else thresh
+    if name == "SolarizeAdd":
+        return (level * 110).floor().clamp(max=128)
+    if base in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return (1.0 + sign * level * 0.9).clamp(min=0.1) if increasing else level * 1.8 + 0.1
+    return torch.zeros_like(level)  # AutoContrast, Equalize, Invert
+
+
+def _base_name(name: str) -> str:
+    return name.removesuffix("Increasing").removesuffix("Original")
+
+
+def _geometric_map(name: str, arg: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Output->input 3x3 maps in pixel units, as PIL's affine transforms in timm's ops."""
+    zero, one = torch.zeros_like(arg), torch.ones_like(arg)
+    if name == "ShearX":
+        return _affine(one, arg, zero, zero, one, zero)
+    if name == "ShearY":
+        return _affine(one, zero, zero, arg, one, zero)
+    if name in ("TranslateXRel", "TranslateX"):
+        return _affine(one, zero, arg * width if name.endswith("Rel") else arg, zero, one, zero)
+    if name in ("TranslateYRel", "TranslateY"):
+        return _affine(one, zero, zero, zero, one, arg * height if name.endswith("Rel") else arg)
+    # Rotate: PIL's rotate(degrees) about the centre, counter-clockwise on screen
+    a = torch.deg2rad(-arg)
+    cx, cy = width / 2.0, height / 2.0
+    cos, sin = torch.cos(a), torch.sin(a)
+    return _affine(cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+
+
+def _erase_boxes(batch: int, spec: AugmentSpec, g) -> list[torch.Tensor]:
+    """Per box round: (top, left, h, w) per sample, h = 0 where nothing is erased (timm's RandomErasing:
+    probability, 1..re_count boxes each of area U(0.02, 1/3) / count, 10 attempts for one that fits)."""
+    height, width = spec.size
+    erased = torch.rand(batch, generator=g) <= spec.re_prob
+    count = torch.randint(1, spec.re_count + 1, (batch,), generator=g) if spec.re_count > 1 else torch.ones(
+        batch, dtype=torch.long)
+    boxes = []
+    for k in range(spec.re_count):
+        attempts = 10
+        target = _uniform((batch, attempts), 0.02, 1 / 3, g) * (height * width) / count[:, None]
+        ratio = torch.exp(_uniform((batch, attempts), math.log(0.3), math.log(1 / 0.3), g))
+        h = torch.round(torch.sqrt(target * ratio))
+        w = torch.round(torch.sqrt(target / ratio))
+        fits = (w < width) & (h < height)
+        pick = fits.float().argmax(1, keepdim=True)
+        h, w = h.gather(1, pick)[:, 0], w.gather(1, pick)[:, 0]
+        top = _randint_inclusive(height - h, g)
+        left = _randint_inclusive(width - w, g)
+        active = erased & fits.any(1) & (k < count)
+        boxes.append(torch.stack([top, left, torch.where(active, h, 0.0), w], 1))
+    return boxes
+
+
+# -- geometry helpers ------------------------------------------------------------------------------------------
+def _affine(a, b, c, d, e, f) -> torch.Tensor:
+    """(B, 3, 3) maps (x, y) -> (a x + b y + c, d x + e y + f), from (B,) float tensors."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    rows = [torch.as_tensor(v, dtype=torch.float64).expand_as(a) for v in (a, b, c, d, e, f)]
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([torch.stack(rows[:3], -1), torch.stack(rows[3:], -1), torch.stack([zero, zero, one], -1)], 1)
+
+
+def _grid(maps: torch.Tensor, height: int, width: int, supersample: int, source: int, device) -> torch.Tensor:
+    """grid_sample's (B, H s, W s, 2) grid: sub-pixel centres of the output mapped into the source's [-1, 1]."""
+    ys = (torch.arange(height * supersample, device=device) + 0.5) / supersample
+    xs = (torch.arange(width * supersample, device=device) + 0.5) / supersample
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([xx, yy, torch.ones_like(xx)], -1).view(-1, 3)
+    source_xy = torch.einsum("bij,pj->bpi", maps[:, :2], points)
+    return (source_xy / source * 2 - 1).view(len(maps), height * supersample, width * supersample, 2)
+
+
+def _inside_fill(op_maps: list, height: int, width: int, device) -> torch.Tensor:
+    """(B, 1, H, W): False where a geometric op sampled outside its input (PIL fills with the fill colour)."""
+    ys = torch.arange(height, device=device) + 0.5
+    xs = torch.arange(width, device=device) + 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([xx, yy, torch.ones_like(xx)], -1).view(-1, 3)
+    inside = torch.ones(len(op_maps[0]), points.shape[0], dtype=torch.bool, device=device)
+    current = points.expand(len(op_maps[0]), -1, -1)
+    for op_map in reversed(op_maps):
+        current = torch.einsum("bij,bpj->bpi", to_device(op_map, device, torch.float32), current)
+        inside &= (current[..., 0] >= 0) & (current[..., 0] < width) & (current[..., 1] >= 0) & (
+            current[..., 1] < height)
+    return inside.view(-1, 1, height, width)
+
+
+# -- colour ops on float images holding 0..255 integers (PIL semantics) -------------------------------------------
+def _per_sample(v: torch.Tensor) -> torch.Tensor:
+    return v.to(torch.float32).view(-1, 1, 1, 1)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """PIL's RGB -> L: (299 R + 587 G + 114 B) / 1000, rounded."""
+    if x.shape[1] == 1:
+        return x
+    return torch.round((x[:, :1] * 299 + x[:, 1:2] * 587 + x[:, 2:3] * 114) / 1000)
+
+
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (degenerate + _per_sample(factor) * (x - degenerate)).clamp(0, 255).round()
+
+
+def _brightness(x, factor):
+    return _blend(torch.zeros_like(x), x, factor)
+
+
+def _contrast(x, factor):
+    mean = torch.floor(_luma(x).mean((1, 2, 3), keepdim=True) + 0.5)
+    return _blend(mean.expand_as(x), x, factor)
+
+
+def _color(x, factor):
+    return _blend(_luma(x).expand_as(x), x, factor)
+
+
+def _sharpness(x, factor):
+    kernel = constant("smooth", [[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], x.device, x.dtype) / 13
+    channels = x.shape[1]
+    smooth = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels).round()
+    degenerate = x.clone()
+    degenerate[..., 1:-1, 1:-1] = smooth  # PIL keeps the border pixels
+    return _blend(degenerate, x, factor)
+
+
+def _autocontrast(x, _):
+    low = x.amin((2, 3), keepdim=True)
+    high = x.amax((2, 3), keepdim=True)
+    scale = 255.0 / (high - low).clamp(min=1)
+    return torch.where(high > low, torch.floor((x - low) * scale).clamp(0, 255), x)
+
+
+def _equalize(x, _):
+    """PIL's ImageOps.equalize per channel: a lookup table from the histogram's running sum."""
+    n, channels = x.shape[:2]
+    values = x.to(torch.long).view(n * channels, -1)
+    hist = torch.zeros(n * channels, 256, dtype=torch.long, device=x.device)
+    hist.scatter_add_(1, values, torch.ones_like(values))
+    last_nonzero = 255 - (hist.flip(1) > 0).to(torch.long).argmax(1, keepdim=True)
+    step = (hist.sum(1, keepdim=True) - hist.gather(1, last_nonzero)) // 255
+    running = torch.cumsum(hist, 1) - hist
+    lut = ((step // 2 + running) // step.clamp(min=1)).clamp(max=255)
+    lut = torch.where(step > 0, lut, torch.arange(256, device=x.device).expand_as(lut))
+    return lut.gather(1, values).view_as(x).to(x.dtype)
+
+
+def _invert(x, _):
+    return 255 - x
+
+
+def _posterize(x, bits):
+    keep = _per_sample(bits)
+    quantum = torch.pow(2.0, 8 - keep.clamp(0, 8))
+    return torch.where(keep <= 0, torch.zeros_like(x), torch.floor(x / quantum) * quantum)
+
+
+def _solarize(x, thresh):
+    return torch.where(x >= _per_sample(thresh), 255 - x, x)
+
+
+def _solarize_add(x, add):
+    return torch.where(x < 128, (x + _per_sample(add)).clamp(max=255), x)
+
+
+_COLOUR_OPS = {"AutoContrast": _autocontrast, "Equalize": _equalize, "Invert": _invert, "Posterize": _posterize,
+               "Solarize": _solarize, "SolarizeAdd": _solarize_add, "Color": _color, "Contrast": _contrast,
+               "Brightness": _brightness, "Sharpness": _sharpness}

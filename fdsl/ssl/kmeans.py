@@ -1,0 +1,270 @@
+"""Distributed k-means over the rows each rank holds (spec ssl.md A.5), faiss for the nearest-centroid search.
+
+Each pass: every rank assigns its rows to the nearest centroid (faiss IndexFlatL2 on the CPU, GpuIndexFlatL2
+when faiss has GPU support and CUDA is present, else a chunked torch matmul on the GPU), per-cluster counts
+and sums are all-reduced, and the centroids become the means. The last pass only assigns (niter + 1 passes).
+Any world size works, 1 included; every rank computes the same centroids from the same reduced sums.
+
+Written around faiss' index rather than faiss.Kmeans because faiss.Kmeans cannot reduce across processes.
+
+Empty clusters, fixed from the published rule (which re-seeded before every pick, so all empties of a pass
+split the same cluster): each empty cluster takes a *different* non-empty donor, drawn with probability
+proportional to its size; the donor's centroid is split in two by a small relative perturbation (faiss'
+rule). After the last pass, a cluster still empty takes half of its donor's points, so no cluster is ever
+returned empty. `min_size` generalises this (the super-clusters of DeeperCluster need k / nsc points each).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fdsl.errors import UserError
+
+SPLIT_EPS = 1.0 / 1024.0  # faiss' relative perturbation when it splits a cluster
+TORCH_CHUNK_BYTES = 256 << 20
+
+
+def faiss_module():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def faiss_has_gpu() -> bool:
+    faiss = faiss_module()
+    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def choose_backend(device: torch.device, use_faiss: bool = True) -> str:
+    """'faiss' (CPU index), 'faiss-gpu', or 'torch' (the fallback when faiss cannot serve this device)."""
+    device = torch.device(device)
+    if use_faiss and faiss_module() is not None:
+        if device.type != "cuda":
+            return "faiss"
+        if faiss_has_gpu():
+            return "faiss-gpu"
+    if device.type != "cuda" and use_faiss:
+        raise UserError("faiss is not installed; pip install faiss-cpu (or fdsl[gpu] for faiss-gpu), "
+                        "or pass --use_faiss false")
+    return "torch"
+
+
+class Assigner:
+    """Nearest centroid (squared L2) of each row: set_centroids once per pass, then search."""
+
+    def __init__(self, backend: str, dim: int, device: torch.device | str = "cpu"):
+        self.backend = backend
+        self.device = torch.device(device)
+        self.dim = dim
+        faiss = faiss_module()
+        if backend == "faiss":
+            self.index = faiss.IndexFlatL2(dim)
+        elif backend == "faiss-gpu":
+            self.resources = faiss.StandardGpuResources()
+            cfg = faiss.GpuIndexFlatConfig()
+            cfg.device = self.device.index or 0
+            self.index = faiss.GpuIndexFlatL2(self.resources, dim, cfg)
+        else:
+            self.index = None
+        self.centroids: torch.Tensor | None = None
+
+    def set_centroids(self, centroids: np.ndarray) -> None:
+        if self.index is not None:
+            self.index.reset()
+            self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        else:
+            self.centroids = torch.from_numpy(centroids).to(self.device, torch.float32)
+            self.sq_norms = (self.centroids ** 2).sum(1)
+
+    def search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances float32 [n], labels int64 [n])."""
+        if x.shape[0] == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if self.index is not None:
+            dist2, labels = self.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+            return dist2[:, 0], labels[:, 0].astype(np.int64, copy=False)
+        k = self.centroids.shape[0]
+        chunk = max(1, TORCH_CHUNK_BYTES // (4 * max(k, 1)))
+        dists, labels = [], []
+        for start in range(0, x.shape[0], chunk):
+            xc = torch.from_numpy(x[start:start + chunk]).to(self.device, torch.float32)
+            d = (xc ** 2).sum(1, keepdim=True) - 2 * xc @ self.centroids.T + self.sq_norms
+            best, idx = d.min(1)
+            dists.append(best.clamp_(min=0).cpu())
+            labels.append(idx.cpu())
+        return torch.cat(dists).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+# --- collectives on numpy/torch values (gloo on CPU, NCCL through the device) ---------------------------
+
+def _distributed(info) -> bool:
+    return info is not None and info.distributed and dist.is_initialized()
+
+
+def all_reduce(t: torch.Tensor, info) -> torch.Tensor:
+    if not _distributed(info):
+        return t
+    if dist.get_backend() == "nccl":
+        moved = t.to(info.device)
+        dist.all_reduce(moved)
+        return moved.to(t.device)
+    dist.all_reduce(t)
+    return t
+
+
+def all_gather_rows(t: torch.Tensor, info) -> torch.Tensor:
+    """[W, *t.shape]: every rank's t (same shape on every rank)."""
+    if not _distributed(info):
+        return t[None]
+    src = t.to(info.device) if dist.get_backend() == "nccl" else t
+    out = [torch.empty_like(src) for _ in range(info.world_size)]
+    dist.all_gather(out, src)
+    return torch.stack(out).to(t.device)
+
+
+# --- k-means ---------------------------------------------------------------------------------------------
+
+@dataclass
+class KMeansResult:
+    centroids: np.ndarray  # [k, d] float32 (from the last update, as published: not re-normalised)
+    labels: np.ndarray  # [n_local] int64, this rank's rows
+    counts: np.ndarray  # [k] int64, over all ranks; never below min_size
+    losses: list[float] = field(default_factory=list)  # mean squared distance per pass
+    seconds: float = 0.0
+
+
+def priority(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A pseudo-random non-negative int64 per global image id (SplitMix64 of id and seed): the same for an
+    image whichever rank holds it, so choices by smallest priority do not depend on the world size."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids).astype(np.uint64) + np.uint64(seed % (1 << 63)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return ((z ^ (z >> np.uint64(31))) >> np.uint64(1)).astype(np.int64)
+
+
+def smallest_over_ranks(values: np.ndarray, count: int, info) -> np.ndarray:
+    """The `count` smallest of all ranks' int64 values, sorted (fewer if there are fewer)."""
+    local = np.full(count, -1, np.int64)
+    mine = np.sort(values)[:count]
+    local[:mine.size] = mine
+    everyone = all_gather_rows(torch.from_numpy(local), info).numpy().ravel()
+    return np.sort(everyone[everyone >= 0])[:count]
+
+
+def initial_centroids(x: np.ndarray, ids: np.ndarray, k: int, seed: int, info) -> np.ndarray:
+    """The k images of smallest priority over all ranks, in priority order (each row sent by its owner)."""
+    prio = priority(ids, seed)
+    chosen = smallest_over_ranks(prio, k, info)
+    slot = np.searchsorted(chosen, prio)
+    mine = np.flatnonzero((slot < chosen.size) & (chosen[np.minimum(slot, chosen.size - 1)] == prio))
+    centroids = torch.zeros(k, x.shape[1], dtype=torch.float32)
+    centroids[torch.from_numpy(slot[mine])] = torch.from_numpy(x[mine])
+    return all_reduce(centroids, info).numpy()
+
+
+def split_empty_clusters(centroids: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> int:
+    """Give each empty cluster a different, size-weighted donor and split the donor's centroid; in place.
+    Returns the number of splits. Counts are updated as if the donor's points were shared in halves."""
+    counts = counts.copy()
+    splits = 0
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    while True:
+        empty = np.flatnonzero(counts == 0)
+        donors_ok = np.flatnonzero(counts >= 2)
+        if empty.size == 0 or donors_ok.size == 0:
+            return splits
+        take = min(empty.size, donors_ok.size)
+        weights = (counts[donors_ok] - 1).astype(np.float64)
+        donors = rng.choice(donors_ok, size=take, replace=False, p=weights / weights.sum())
+        for e, m in zip(empty[:take], donors):
+            c = centroids[m].copy()
+            centroids[e] = c * (1 + SPLIT_EPS * sign)
+            centroids[m] = c * (1 - SPLIT_EPS * sign)
+            counts[e] = counts[m] // 2
+            counts[m] -= counts[e]
+            splits += 1
+
+
+def enforce_min_size(labels: np.ndarray, counts: np.ndarray, min_size: int, rng: np.random.Generator,
+                     prio: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
+    """Move points so that every cluster holds >= min_size of them (over all ranks); labels changed in place.
+
+    Each short cluster gets a different donor with spare points, drawn by its surplus; an empty cluster takes
+    half of its donor (min_size 1), a short one what it lacks. The donor's points of smallest priority move,
+    the same decision on every rank and for every world size."""
+    counts = counts.astype(np.int64).copy()
+    if counts.sum() < min_size * counts.size:
+        raise UserError(f"{counts.sum()} points cannot fill {counts.size} clusters of at least {min_size}")
+    while True:
+        short = np.flatnonzero(counts < min_size)
+        if short.size == 0:
+            return labels, counts
+        surplus = counts - min_size
+        eligible = np.flatnonzero(surplus > 0)
+        take = min(short.size, eligible.size)
+        weights = surplus[eligible].astype(np.float64)
+        donors = rng.choice(eligible, size=take, replace=False, p=weights / weights.sum())
+        targets = short[:take]
+        amounts = counts[donors] // 2 if min_size == 1 else np.minimum(min_size - counts[targets], surplus[donors])
+        for donor, target, amount in zip(donors, targets, amounts):
+            members = np.flatnonzero(labels == donor)
+            moving = smallest_over_ranks(prio[members], int(amount), info)
+            labels[members[np.isin(prio[members], moving)]] = target
+        counts[donors] -= amounts
+        counts[targets] += amounts
+
+
+def strided_ids(n_local: int, info) -> np.ndarray:
+    """Dataset indices of this rank's rows under samplers.ShardSampler (rank r holds r, r + W, ...)."""
+    if not _distributed(info):
+        return np.arange(n_local, dtype=np.int64)
+    return info.rank + info.world_size * np.arange(n_local, dtype=np.int64)
+
+
+def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min_size: int = 1,
+           backend: str = "faiss", device: torch.device | str = "cpu", ids: np.ndarray | None = None,
+           log=None) -> KMeansResult:
+    """k-means of the rows of all ranks (x: this rank's float32 [n, d]; ids: their global image ids, by default
+    the ShardSampler layout); niter updates, then one assignment pass. The result does not depend on how the
+    images are dealt to the ranks (up to float rounding of the reduced sums)."""
+    start_time = time.perf_counter()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    ids = strided_ids(x.shape[0], info) if ids is None else np.asarray(ids, np.int64)
+    total = int(all_reduce(torch.tensor([x.shape[0]], dtype=torch.int64), info).item())
+    if k < 1 or k * min_size > total:
+        raise UserError(f"k-means with k={k} (at least {min_size} each) needs at least {k * min_size} images, "
+                        f"got {total}; lower --k or use more images")
+    if k == 1:  # nothing to optimise: one centroid, the mean
+        mean = all_reduce(torch.from_numpy(x.astype(np.float64).sum(0)), info).numpy() / total
+        return KMeansResult(mean[None].astype(np.float32), np.zeros(x.shape[0], np.int64),
+                            np.array([total], np.int64), [], time.perf_counter() - start_time)
+    rng = np.random.default_rng(seed)
+    centroids = initial_centroids(x, ids, k, seed, info)
+    assigner = Assigner(backend, x.shape[1], device)
+    x_t = torch.from_numpy(x)
+    losses = []
+    for p in range(niter + 1):
+        assigner.set_centroids(centroids)
+        dist2, labels = assigner.search(x)
+        counts = all_reduce(torch.from_numpy(np.bincount(labels, minlength=k).astype(np.int64)), info).numpy()
+        loss = all_reduce(torch.tensor([float(dist2.sum(dtype=np.float64))], dtype=torch.float64), info).item()
+        losses.append(loss / total)
+        if log is not None:
+            log(f"k-means k={k} pass {p}/{niter}: loss {losses[-1]:.5f}, empty {int((counts == 0).sum())}")
+        if p == niter:
+            break
+        sums = torch.zeros(k, x.shape[1], dtype=torch.float32)
+        sums.index_add_(0, torch.from_numpy(labels), x_t)
+        sums = all_reduce(sums, info).numpy()
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+        split_empty_clusters(centroids, counts, rng)
+    labels, counts = enforce_min_size(labels, counts, min_size, rng, priority(ids, seed + 1), info)
+    return KMeansResult(centroids, labels, counts, losses, time.perf_counter() - start_time)
