@@ -3,7 +3,7 @@
 # FractalDB), then fine-tune it on scikit-learn's digits from the pre-trained checkpoint and from scratch with
 # the same recipe (exe_scripts/_digits.sh), and print both accuracies.
 #   usage: bash exe_scripts/demo_train.sh DB_DIR WORK_DIR      (DB_DIR/<class>/*.png)
-# Knobs: SEED, PRE_EPOCHS, FT_EPOCHS.
+# Knobs: SEED, PRE_EPOCHS, FT_EPOCHS, DIGITS_PER_CLASS.
 set -euo pipefail
 DB_DIR=${1:?usage: demo_train.sh DB_DIR WORK_DIR}
 WORK_DIR=${2:?usage: demo_train.sh DB_DIR WORK_DIR}
@@ -14,16 +14,22 @@ source "$HERE/_digits.sh"
 # the demo owns these three run folders: start them afresh (the engine refuses to overwrite a run otherwise)
 rm -rf "$WORK_DIR/runs/pretrain" "$WORK_DIR/runs/finetune_fdsl" "$WORK_DIR/runs/finetune_scratch"
 
+started=$SECONDS
 echo "== pre-training on $DB_DIR ($PRE_EPOCHS epochs)"
 small_pretrain "$DB_DIR" "$WORK_DIR/runs" pretrain "$SEED"
+echo "   ($((SECONDS - started)) s)"
 
-echo "== exporting scikit-learn digits"
-"$PY" "$HERE/export_digits.py" "$WORK_DIR/digits" --size 32
+echo "== exporting scikit-learn digits ($DIGITS_PER_CLASS training images per digit, 797 test images)"
+export_small_digits "$WORK_DIR/digits"
 
 echo "== fine-tuning on digits from the FDSL checkpoint ($FT_EPOCHS epochs)"
+started=$SECONDS
 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_fdsl "$SEED" "$WORK_DIR/runs/pretrain/last.pth.tar"
+echo "   ($((SECONDS - started)) s)"
 echo "== fine-tuning on digits from scratch ($FT_EPOCHS epochs)"
+started=$SECONDS
 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_scratch "$SEED"
+echo "   ($((SECONDS - started)) s)"
 
 echo
 "$PY" "$HERE/demo_report.py" "from FDSL pre-training=$WORK_DIR/runs/finetune_fdsl" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -14,6 +15,8 @@ TRAIN_IMAGES = 1000
 
 
 def export(out: str, size: int = 32, train_per_class: int | None = None) -> tuple[int, int]:
+    for split in ("train", "val"):  # a re-export replaces the previous one (possibly of another size)
+        shutil.rmtree(os.path.join(out, split), ignore_errors=True)
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).astype(np.uint8)
     kept = {"train": 0, "val": 0}
