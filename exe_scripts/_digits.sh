@@ -1,0 +1,54 @@
+# The laptop-scale recipe shared by the demo (demo_train.sh) and the pre-training-effect check (effect.sh):
+# 32 px formula-driven databases of 100 classes x 40 images, a small ViT pre-trained for 24 epochs, then
+# fine-tuned on scikit-learn's digits: 30 training images per digit (300), tested on the 797 held-out images,
+# 40 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
+# with augmentation and 4x longer fine-tuning scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
+# FT_EPOCHS, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks).
+# shellcheck shell=bash
+PY=${PYTHON:-python}
+PRE_EPOCHS=${PRE_EPOCHS:-24}
+DIGITS_PER_CLASS=${DIGITS_PER_CLASS:-30}
+SMALL_CLASSES=${SMALL_CLASSES:-100}
+SMALL_INSTANCES=${SMALL_INSTANCES:-40}
+FT_EPOCHS=${FT_EPOCHS:-40}
+export WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
+# DeiT-Tiny's layout at 32 px: 8 px patches (16 tokens; one token is 2 x 2 pixels of an 8 x 8 digit), width 128,
+# depth 4. Smaller patches cost 3-4x more time and, in our runs, scored lower in both arms.
+SMALL_MODEL=(--model deit_tiny_patch16_224 --model-kwargs patch_size=8 embed_dim=128 depth=4 num_heads=4
+             --img-size 32)
+SMALL_OPTIM=(--opt adamw --lr 1e-3 --weight-decay 0.05 --sched cosine_iter --warmup-epochs 1 --min-lr 1e-5
+             --smoothing 0.1 --color-jitter 0 -j 0 --log-interval 20)
+# pre-training: batch 64, crops of 75-100% of the image, flips; fine-tuning: batch 16 (18 steps per epoch on
+# 300 images), whole images, no flips; tested in batches of 128 (-vb 8). Images this small load faster in the
+# training process than through a DataLoader worker (-j 0).
+PRE_AUG=(-b 64 --scale 0.75 1.0 --ratio 0.9 1.1 --hflip 0.5 --drop-path 0.1)
+FT_AUG=(-b 16 -vb 8 --scale 1.0 1.0 --ratio 1.0 1.0 --hflip 0)
+# Every 2D database drawn the same way at 32 px: 4,000 chaos-game points as single pixels, 1 px padding.
+IFS_32=(--size 32 --pad 1 --iterations 4000 --draw-type point_gray)
+
+small_db() {  # small_db ROW OUT: render one of the effect check's databases (100 classes x 40 images, 32 px)
+  local row=$1 out=$2 size=(--classes "$SMALL_CLASSES" --instances "$SMALL_INSTANCES" --workers 2 --no-progress)
+  case "$row" in
+    fractaldb) "$PY" -m fdsl render fractaldb --out "$out" "${size[@]}" "${IFS_32[@]}" ;;
+    rcdb) "$PY" -m fdsl render rcdb --out "$out" "${size[@]}" --size 32 ;;
+    visualatom) "$PY" -m fdsl render visualatom --out "$out" "${size[@]}" --size 32 ;;
+    onepfrac*) "$PY" -m fdsl render onepfrac --out "$out" "${size[@]}" "${IFS_32[@]}" --delta "${row#onepfrac}" ;;
+    *) echo "unknown database row '$row' (fractaldb, rcdb, visualatom, onepfrac<delta>)" >&2; return 2 ;;
+  esac
+}
+
+small_pretrain() {  # small_pretrain DB_DIR RUNS EXPERIMENT SEED: pre-train the small ViT on an image folder
+  "$PY" -m fdsl pretrain "$1" "${SMALL_MODEL[@]}" "${SMALL_OPTIM[@]}" "${PRE_AUG[@]}" --seed "$4" \
+    --epochs "$PRE_EPOCHS" --eval-metric loss --output "$2" --experiment "$3"
+}
+
+digits_finetune() {  # digits_finetune DIGITS RUNS EXPERIMENT SEED [CHECKPOINT]: fine-tune on digits, test each epoch
+  local from=()
+  [ -n "${5:-}" ] && from=(--pretrained-path "$5")
+  "$PY" -m fdsl finetune "$1" "${SMALL_MODEL[@]}" --crop-pct 1.0 "${SMALL_OPTIM[@]}" "${FT_AUG[@]}" --seed "$4" \
+    --num-classes 10 --epochs "$FT_EPOCHS" "${from[@]}" --output "$2" --experiment "$3"
+}
+
+export_small_digits() {  # export_small_digits OUT: scikit-learn's digits, DIGITS_PER_CLASS training images per digit
+  "$PY" "$(dirname "${BASH_SOURCE[0]}")/export_digits.py" "$1" --size 32 --train-per-class "$DIGITS_PER_CLASS"
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The pre-training effect at laptop scale: fine-tune the demo's small ViT on scikit-learn's digits from scratch
+# and from checkpoints pre-trained on FractalDB, RCDB, VisualAtom and 1p-frac (delta 0.1 and 0.01), every
+# database 100 classes x 40 images at 32 px, with the same recipe (exe_scripts/_digits.sh) for every row and
+# seed; then print mean +- std per row and the gain over scratch paired by seed, and draw a bar chart.
+# Each database is pre-trained once (seed 0) and fine-tuned with every seed; PRETRAIN_PER_SEED=1 pre-trains
+# afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores.
+#   bash exe_scripts/effect.sh [WORK_DIR]          (default effect_out; SEEDS="0 1 2", ROWS="fractaldb ...")
+# Writes WORK_DIR/effect.md, effect.csv and effect.png. A re-run keeps finished runs (delete WORK_DIR to redo).
+set -euo pipefail
+WORK_DIR=${1:-effect_out}
+SEEDS=${SEEDS:-0 1 2}
+ROWS=${ROWS:-fractaldb rcdb visualatom onepfrac0.1 onepfrac0.01}
+PRETRAIN_PER_SEED=${PRETRAIN_PER_SEED:-0}
+HERE="$(cd "$(dirname "$0")" && pwd)"
+export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
+source "$HERE/_digits.sh"
+RUNS=$WORK_DIR/runs
+started=$SECONDS
+
+done_run() {  # a run is finished when its last checkpoint exists; an unfinished one is started afresh
+  [ -f "$RUNS/$1/last.pth.tar" ] && [ -f "$RUNS/$1/.complete" ] && return 0
+  rm -rf "${RUNS:?}/$1"
+  return 1
+}
+
+export_small_digits "$WORK_DIR/digits"
+for row in $ROWS; do
+  [ -f "$WORK_DIR/db/$row/manifest.json" ] && [ -f "$WORK_DIR/db/$row/.complete" ] && continue
+  echo "== building $row"
+  small_db "$row" "$WORK_DIR/db/$row"
+  touch "$WORK_DIR/db/$row/.complete"
+done
+for seed in $SEEDS; do
+  if ! done_run "ft_scratch_s$seed"; then
+    echo "== seed $seed: fine-tuning from scratch"
+    digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch_s$seed" "$seed" > "$WORK_DIR/ft_scratch_s$seed.log"
+    touch "$RUNS/ft_scratch_s$seed/.complete"
+  fi
+  pre_seed=$seed
+  [ "$PRETRAIN_PER_SEED" = 1 ] || pre_seed=$(set -- $SEEDS; echo "$1")
+  for row in $ROWS; do
+    if ! done_run "pre_${row}_s$pre_seed"; then
+      echo "== pre-training on $row ($PRE_EPOCHS epochs, seed $pre_seed)"
+      small_pretrain "$WORK_DIR/db/$row" "$RUNS" "pre_${row}_s$pre_seed" "$pre_seed" \
+        > "$WORK_DIR/pre_${row}_s$pre_seed.log"
+      touch "$RUNS/pre_${row}_s$pre_seed/.complete"
+    fi
+    if ! done_run "ft_${row}_s$seed"; then
+      echo "== seed $seed: fine-tuning from $row"
+      digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_${row}_s$seed" "$seed" "$RUNS/pre_${row}_s$pre_seed/last.pth.tar" \
+        > "$WORK_DIR/ft_${row}_s$seed.log"
+      touch "$RUNS/ft_${row}_s$seed/.complete"
+    fi
+  done
+done
+echo
+"$PY" "$HERE/effect_report.py" "$RUNS" --out "$WORK_DIR/effect"
+per_seed=$([ "$PRETRAIN_PER_SEED" = 1 ] && echo "for each seed" || echo "once")
+echo "(pre-training $PRE_EPOCHS epochs, $per_seed; fine-tuning $FT_EPOCHS epochs on $DIGITS_PER_CLASS digits per class;" \
+     "seeds: $SEEDS; $(( (SECONDS - started) / 60 )) min)"

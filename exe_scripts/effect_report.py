@@ -1,0 +1,112 @@
+"""Summarise the fine-tuning runs of effect.sh: one row per pre-training database, top-1 on digits over the seeds
+(mean +- sample std), and the gain over scratch paired by seed. Prints a Markdown table, writes it with a CSV of
+every run and a bar chart.
+
+    python exe_scripts/effect_report.py RUNS_DIR [--out PREFIX]     (runs named ft_<row>_s<seed>)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import statistics
+
+LABELS = {"scratch": "from scratch", "fractaldb": "FractalDB", "rcdb": "RCDB", "visualatom": "VisualAtom",
+          "onepfrac0.1": "1p-frac, delta 0.1", "onepfrac0.01": "1p-frac, delta 0.01"}
+
+
+def final_top1(run_dir: str) -> float:
+    with open(os.path.join(run_dir, "summary.csv")) as f:
+        return float(list(csv.DictReader(f))[-1]["eval_top1"])
+
+
+def collect(runs: str) -> dict[str, dict[int, float]]:
+    """{row: {seed: final top-1}} of the finished fine-tuning runs."""
+    out: dict[str, dict[int, float]] = {}
+    for name in sorted(os.listdir(runs)):
+        match = re.fullmatch(r"ft_(.+)_s(\d+)", name)
+        if match and os.path.isfile(os.path.join(runs, name, "summary.csv")):
+            out.setdefault(match[1], {})[int(match[2])] = final_top1(os.path.join(runs, name))
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table(results: dict[str, dict[int, float]]) -> list[dict]:
+    scratch = results.get("scratch", {})
+    order = [r for r in LABELS if r in results] + sorted(set(results) - set(LABELS))
+    rows = []
+    for row in order:
+        seeds = sorted(results[row])
+        acc = [results[row][s] for s in seeds]
+        paired = [results[row][s] - scratch[s] for s in seeds if s in scratch]
+        entry = {"row": row, "label": LABELS.get(row, row), "seeds": seeds, "top1": acc, "mean_std": mean_std(acc)}
+        if row != "scratch" and paired:
+            entry["gain"] = mean_std(paired)
+            entry["gains"] = paired
+        rows.append(entry)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| pre-training | seeds | top-1 per seed | top-1 mean ± std | gain over scratch (paired) |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        m, s = r["mean_std"]
+        gain = f"{r['gain'][0]:+.1f} ± {r['gain'][1]:.1f}" if "gain" in r else ""
+        per_seed = " / ".join(f"{a:.1f}" for a in r["top1"])
+        lines.append(f"| {r['label']} | {len(r['seeds'])} | {per_seed} | {m:.1f} ± {s:.1f} | {gain} |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    labels = [r["label"] for r in rows]
+    means = [r["mean_std"][0] for r in rows]
+    stds = [r["mean_std"][1] for r in rows]
+    colours = ["#999999" if r["row"] == "scratch" else "#3b75af" for r in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
+    for i, r in enumerate(rows):
+        ax.scatter([i] * len(r["top1"]), r["top1"], color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
+    low = min(min(r["top1"]) for r in rows)
+    ax.set_ylim(max(0, low - 10), 100)
+    ax.set_ylabel("digits top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", help="folder of ft_<row>_s<seed> fine-tuning runs")
+    parser.add_argument("--out", default=None, help="write PREFIX.md, PREFIX.csv and PREFIX.png")
+    parser.add_argument("--title", default="fine-tuned on scikit-learn digits; bars: mean ± std, dots: seeds")
+    args = parser.parse_args()
+    rows = table(collect(args.runs))
+    if not rows:
+        raise SystemExit(f"effect_report.py: no finished ft_<row>_s<seed> runs in {args.runs}")
+    text = markdown(rows)
+    print(text)
+    if args.out:
+        with open(args.out + ".md", "w") as f:
+            f.write(text + "\n")
+        with open(args.out + ".csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "seed", "top1"])
+            for r in rows:
+                writer.writerows([r["row"], s, a] for s, a in zip(r["seeds"], r["top1"]))
+        bar_chart(rows, args.out + ".png", args.title)
+        print(f"wrote {args.out}.md, {args.out}.csv, {args.out}.png")
+
+
+if __name__ == "__main__":
+    main()
