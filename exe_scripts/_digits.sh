@@ -1,7 +1,7 @@
 # The laptop-scale recipe shared by the demo (demo_train.sh) and the pre-training-effect check (effect.sh):
 # 32 px formula-driven databases of 100 classes x 40 images, a small ViT pre-trained for 24 epochs, then
 # fine-tuned on scikit-learn's digits: 30 training images per digit (300), tested on the 797 held-out images,
-# 40 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
+# 60 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
 # with augmentation and 4x longer fine-tuning scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
 # FT_EPOCHS, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks).
 # shellcheck shell=bash
@@ -10,7 +10,8 @@ PRE_EPOCHS=${PRE_EPOCHS:-24}
 DIGITS_PER_CLASS=${DIGITS_PER_CLASS:-30}
 SMALL_CLASSES=${SMALL_CLASSES:-100}
 SMALL_INSTANCES=${SMALL_INSTANCES:-40}
-FT_EPOCHS=${FT_EPOCHS:-40}
+FT_EPOCHS=${FT_EPOCHS:-60}
+FT_EVAL_INTERVAL=${FT_EVAL_INTERVAL:-10}  # test every N epochs and after the last (a test pass costs 2.5 epochs)
 export WANDB_MODE=${WANDB_MODE:-disabled} PYTHONUNBUFFERED=1
 # DeiT-Tiny's layout at 32 px: 8 px patches (16 tokens; one token is 2 x 2 pixels of an 8 x 8 digit), width 128,
 # depth 4. Smaller patches cost 3-4x more time and, in our runs, scored lower in both arms.
@@ -46,7 +47,7 @@ digits_finetune() {  # digits_finetune DIGITS RUNS EXPERIMENT SEED [CHECKPOINT]:
   local from=()
   [ -n "${5:-}" ] && from=(--pretrained-path "$5")
   "$PY" -m fdsl finetune "$1" "${SMALL_MODEL[@]}" --crop-pct 1.0 "${SMALL_OPTIM[@]}" "${FT_AUG[@]}" --seed "$4" \
-    --num-classes 10 --epochs "$FT_EPOCHS" "${from[@]}" --output "$2" --experiment "$3"
+    --num-classes 10 --epochs "$FT_EPOCHS" --eval-interval "$FT_EVAL_INTERVAL" "${from[@]}" --output "$2" --experiment "$3"
 }
 
 export_small_digits() {  # export_small_digits OUT: scikit-learn's digits, DIGITS_PER_CLASS training images per digit

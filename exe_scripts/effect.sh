@@ -6,12 +6,15 @@
 # Each database is pre-trained once (seed 0) and fine-tuned with every seed; PRETRAIN_PER_SEED=1 pre-trains
 # afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores.
 #   bash exe_scripts/effect.sh [WORK_DIR]          (default effect_out; SEEDS="0 1 2", ROWS="fractaldb ...")
+# The demo's claim over 5 seeds, pre-trained afresh per seed as 5 users would, with the plateau check:
+#   SEEDS="0 1 2 3 4" ROWS=fractaldb PRETRAIN_PER_SEED=1 PLATEAU=1 bash exe_scripts/effect.sh effect5
 # Writes WORK_DIR/effect.md, effect.csv and effect.png. A re-run keeps finished runs (delete WORK_DIR to redo).
 set -euo pipefail
 WORK_DIR=${1:-effect_out}
 SEEDS=${SEEDS:-0 1 2}
 ROWS=${ROWS:-fractaldb rcdb visualatom onepfrac0.1 onepfrac0.01}
 PRETRAIN_PER_SEED=${PRETRAIN_PER_SEED:-0}
+PLATEAU=${PLATEAU:-0}  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
 source "$HERE/_digits.sh"
@@ -36,6 +39,12 @@ for seed in $SEEDS; do
     echo "== seed $seed: fine-tuning from scratch"
     digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch_s$seed" "$seed" > "$WORK_DIR/ft_scratch_s$seed.log"
     touch "$RUNS/ft_scratch_s$seed/.complete"
+  fi
+  if [ "$PLATEAU" = 1 ] && ! done_run "ft_scratch2x_s$seed"; then
+    echo "== seed $seed: fine-tuning from scratch for $((2 * FT_EPOCHS)) epochs"
+    FT_EPOCHS=$((2 * FT_EPOCHS)) digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch2x_s$seed" "$seed" \
+      > "$WORK_DIR/ft_scratch2x_s$seed.log"
+    touch "$RUNS/ft_scratch2x_s$seed/.complete"
   fi
   pre_seed=$seed
   [ "$PRETRAIN_PER_SEED" = 1 ] || pre_seed=$(set -- $SEEDS; echo "$1")

@@ -12,7 +12,7 @@ import os
 import re
 import statistics
 
-LABELS = {"scratch": "from scratch", "fractaldb": "FractalDB", "rcdb": "RCDB", "visualatom": "VisualAtom",
+LABELS = {"scratch": "from scratch", "scratch2x": "from scratch, 2x epochs", "fractaldb": "FractalDB", "rcdb": "RCDB", "visualatom": "VisualAtom",
           "onepfrac0.1": "1p-frac, delta 0.1", "onepfrac0.01": "1p-frac, delta 0.01"}
 
 
@@ -72,7 +72,7 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
     labels = [r["label"] for r in rows]
     means = [r["mean_std"][0] for r in rows]
     stds = [r["mean_std"][1] for r in rows]
-    colours = ["#999999" if r["row"] == "scratch" else "#3b75af" for r in rows]
+    colours = ["#999999" if r["row"].startswith("scratch") else "#3b75af" for r in rows]
     ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
     for i, r in enumerate(rows):
         ax.scatter([i] * len(r["top1"]), r["top1"], color="black", s=8, zorder=3)

@@ -65,6 +65,16 @@ def test_resume_gives_the_same_final_weights(pretrain_db, tmp_path):
     assert [r["epoch"] for r in read_summary(tmp_path / "broken")] == ["0", "1", "2"]
 
 
+def test_eval_interval_validates_every_n_epochs_and_the_last(finetune_db, tmp_path):
+    run_cli("finetune", finetune_db, *TINY_VIT, *FAST, "-b", "8", "--epochs", "5", "--eval-interval", "2",
+            "--output", tmp_path, "--experiment", "ei")
+    rows = read_summary(tmp_path / "ei")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [bool(r.get("eval_top1")) for r in rows] == [False, True, False, True, True]
+    best = torch.load(tmp_path / "ei" / "model_best.pth.tar", weights_only=True)
+    assert best["epoch"] in (1, 3, 4) and best["metric"] is not None
+
+
 def test_finetune_from_fdsl_checkpoint(pretrained_run, finetune_db, tmp_path):
     proc = run_cli("finetune", finetune_db, *TINY_VIT, *FAST, "-b", "8", "--epochs", "1", "--num-classes", "5",
                    "--input-size", "3", "24", "24", "--pretrained-path", pretrained_run / "model_best.pth.tar",

@@ -130,6 +130,10 @@ def _add_misc(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--experiment", default="", help="run subfolder (default: <date>-<model>-<size>)")
     g.add_argument("--eval-metric", default="top1" if finetune else "loss",
                    help="checkpoint ranking metric (top1 for finetune; pretrain has only loss)")
+    if finetune:
+        g.add_argument("--eval-interval", type=int, default=1, metavar="N",
+                       help="validate every N epochs and after the last (default 1); model_best is picked among "
+                            "the validated epochs")
     g.add_argument("--log-wandb", action="store_true", help="log to wandb (offline unless WANDB_MODE is set)")
     g.add_argument("--project-name", default="YOUR_WANDB_PPOJECT_NAME")
     g.add_argument("--group-name", default="YOUR_WANDB_GROUP_NAME")

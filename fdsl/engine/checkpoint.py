@@ -65,17 +65,19 @@ class CheckpointSaver:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
 
-    def save(self, state: dict, epoch: int, metric: float) -> None:
+    def save(self, state: dict, epoch: int, metric: float | None) -> None:
+        """Write last.pth.tar; rank the epoch for model_best and the history unless `metric` is None."""
         state = dict(state, epoch=epoch, metric=metric)
         last = self.path("last.pth.tar")
-        if self.best is None or self._better(metric, self.best[1]):
-            self.best = (epoch, metric)
-        self._update_history(epoch, metric)
+        if metric is not None:
+            if self.best is None or self._better(metric, self.best[1]):
+                self.best = (epoch, metric)
+            self._update_history(epoch, metric)
         state["saver"] = self.state_dict()
         save_atomic(state, last)
         if any(e == epoch for e, _ in self.history):
             _link_atomic(last, self.path(f"checkpoint-{epoch}.pth.tar"))
-        if self.best[0] == epoch:
+        if self.best is not None and self.best[0] == epoch:
             _link_atomic(last, self.path("model_best.pth.tar"))
         if self.held_interval and epoch % self.held_interval == 0:
             tmp = self.path(f"held-checkpoint-{epoch}.pth.tar.tmp")

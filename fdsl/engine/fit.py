@@ -52,6 +52,7 @@ class RunConfig:
     checkpoint_hist: int = 10
     held_interval: int | None = None  # --interval-saved-epochs: keep held-checkpoint-<epoch>.pth.tar
     higher_is_better: bool = False  # of the metric that picks model_best
+    eval_interval: int = 1  # evaluate every N epochs and after the last one
     log_interval: int = 50
     amp_dtype: torch.dtype | None = None
     scaler: torch.amp.GradScaler | None = None
@@ -326,7 +327,9 @@ def fit(cfg: RunConfig, info, method, data, loader, optimizer, sched, evaluate=N
             row = {"epoch": epoch, "train_loss": result["loss"]}
             row.update({f"train_{k}": v for k, v in result.items() if k not in ("loss", "steps", "stopped")})
             metric = result["loss"]
-            if evaluate is not None:
+            if evaluate is not None and not evaluating(epoch, epochs, result["stopped"], cfg.eval_interval):
+                metric = None  # no validation this epoch: last.pth.tar is written, model_best is not ranked
+            elif evaluate is not None:
                 metrics = evaluate(epoch)
                 row.update({f"eval_{k}": v for k, v in metrics.items() if k != "metric"})
                 metric = metrics.get("metric", metric)
@@ -357,6 +360,10 @@ def fit(cfg: RunConfig, info, method, data, loader, optimizer, sched, evaluate=N
         print0(info, f"done: best metric {saver.best[1]:.4f} at epoch {saver.best[0]}; {cfg.run_dir}")
     sys.stdout.flush()
     return row
+
+
+def evaluating(epoch: int, epochs: int, stopped: bool, interval: int = 1) -> bool:
+    return stopped or epoch == epochs - 1 or (epoch + 1) % max(1, interval) == 0
 
 
 class ResumeRng:

@@ -111,6 +111,7 @@ def run_config(args, run_dir: str, finetune: bool, scaler, amp_dtype, describe: 
         resume_optimizer=not args.no_resume_opt, pause_epochs=args.pause,
         pause_updates=getattr(args, "pause_updates", None), recovery_interval=args.recovery_interval,
         checkpoint_hist=args.checkpoint_hist, held_interval=args.interval_saved_epochs,
+        eval_interval=getattr(args, "eval_interval", 1),
         higher_is_better=finetune and "loss" not in args.eval_metric, log_interval=args.log_interval,
         amp_dtype=amp_dtype, scaler=scaler, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
         channels_last=args.channels_last, sync_bn=args.sync_bn, torch_compile=args.torch_compile,
