@@ -43,10 +43,10 @@ def run_script(name, env, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def ft_data(tmp_path_factory):
-    """A 10-class train/val image folder at 32 px (3 + 2 images per class): the fine-tuning set's shape."""
+    """A 10-class train/val image folder at 32 px (4 + 2 images per class: one batch of 32): the fine-tuning set's shape."""
     root = tmp_path_factory.mktemp("ft")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("val", 2)):
+    for split, n in (("train", 4), ("val", 2)):
         for c in range(10):
             os.makedirs(root / split / str(c))
             for i in range(n):
