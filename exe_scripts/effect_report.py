@@ -16,9 +16,11 @@ LABELS = {"scratch": "from scratch", "scratch2x": "from scratch, 2x epochs", "fr
           "onepfrac0.1": "1p-frac, delta 0.1", "onepfrac0.01": "1p-frac, delta 0.01"}
 
 
-def final_top1(run_dir: str) -> float:
+def final_top1(run_dir: str) -> float | None:
+    """Top-1 after the last epoch, or None while the run is unfinished (its last row was not tested)."""
     with open(os.path.join(run_dir, "summary.csv")) as f:
-        return float(list(csv.DictReader(f))[-1]["eval_top1"])
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["eval_top1"]) if rows and rows[-1].get("eval_top1") else None
 
 
 def collect(runs: str) -> dict[str, dict[int, float]]:
@@ -27,7 +29,9 @@ def collect(runs: str) -> dict[str, dict[int, float]]:
     for name in sorted(os.listdir(runs)):
         match = re.fullmatch(r"ft_(.+)_s(\d+)", name)
         if match and os.path.isfile(os.path.join(runs, name, "summary.csv")):
-            out.setdefault(match[1], {})[int(match[2])] = final_top1(os.path.join(runs, name))
+            top1 = final_top1(os.path.join(runs, name))
+            if top1 is not None:
+                out.setdefault(match[1], {})[int(match[2])] = top1
     return out
 
 
@@ -37,6 +41,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def table(results: dict[str, dict[int, float]]) -> list[dict]:
     scratch = results.get("scratch", {})
+    longer = results.get("scratch2x", {})
     order = [r for r in LABELS if r in results] + sorted(set(results) - set(LABELS))
     rows = []
     for row in order:
@@ -47,18 +52,23 @@ def table(results: dict[str, dict[int, float]]) -> list[dict]:
         if row != "scratch" and paired:
             entry["gain"] = mean_std(paired)
             entry["gains"] = paired
+        paired_2x = [results[row][s] - longer[s] for s in seeds if s in longer]
+        if longer and not row.startswith("scratch") and paired_2x:
+            entry["gain_2x"] = mean_std(paired_2x)
         rows.append(entry)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| pre-training | seeds | top-1 per seed | top-1 mean ± std | gain over scratch (paired) |",
-             "| --- | --- | --- | --- | --- |"]
+    longer = any("gain_2x" in r for r in rows)
+    head = "| pre-training | seeds | top-1 per seed | top-1 mean ± std | gain over scratch (paired) |"
+    head += " gain over scratch at 2x epochs |" if longer else ""
+    lines = [head, "| --- " * (6 if longer else 5) + "|"]
     for r in rows:
         m, s = r["mean_std"]
-        gain = f"{r['gain'][0]:+.1f} ± {r['gain'][1]:.1f}" if "gain" in r else ""
+        gains = [f"{r[k][0]:+.1f} ± {r[k][1]:.1f}" if k in r else "" for k in ("gain", "gain_2x")[:1 + longer]]
         per_seed = " / ".join(f"{a:.1f}" for a in r["top1"])
-        lines.append(f"| {r['label']} | {len(r['seeds'])} | {per_seed} | {m:.1f} ± {s:.1f} | {gain} |")
+        lines.append(f"| {r['label']} | {len(r['seeds'])} | {per_seed} | {m:.1f} ± {s:.1f} | " + " | ".join(gains) + " |")
     return "\n".join(lines)
 
 

@@ -175,7 +175,8 @@ def write_run(root, name, top1_per_epoch):
     os.makedirs(root / name)
     with open(root / name / "summary.csv", "w") as f:
         f.write("epoch,train_loss,eval_loss,eval_top1,eval_top5\n")
-        f.writelines(f"{e},1.0,1.0,{t},99.0\n" for e, t in enumerate(top1_per_epoch))
+        f.writelines(f"{e},1.0,1.0,{t},99.0\n" if t is not None else f"{e},1.0,,,\n"
+                     for e, t in enumerate(top1_per_epoch))
 
 
 def test_effect_report_pairs_seeds_and_draws_the_chart(tmp_path):
@@ -186,27 +187,35 @@ def test_effect_report_pairs_seeds_and_draws_the_chart(tmp_path):
         write_run(tmp_path, f"ft_scratch_s{seed}", [10.0, scratch])  # the final epoch counts, not the best
         write_run(tmp_path, f"ft_fractaldb_s{seed}", [90.0, fractal])
     write_run(tmp_path, "ft_onepfrac0.01_s0", [50.0])
+    write_run(tmp_path, "ft_scratch2x_s0", [61.0])
+    write_run(tmp_path, "ft_scratch2x_s1", [67.0])
+    write_run(tmp_path, "ft_rcdb_s0", [80.0, None])  # unfinished: its last epoch was not tested yet
     rows = {r["row"]: r for r in effect_report.table(effect_report.collect(str(tmp_path)))}
     assert rows["scratch"]["mean_std"] == pytest.approx((65.0, 5.0))
     assert rows["fractaldb"]["gains"] == [10.0, 2.0, 10.0]
     assert rows["fractaldb"]["gain"] == pytest.approx((22 / 3, np.std([10.0, 2.0, 10.0], ddof=1)))
     assert rows["onepfrac0.01"]["gain"] == (-10.0, 0.0) and "gain" not in rows["scratch"]
+    assert rows["scratch2x"]["gains"] == [1.0, -3.0] and "gain_2x" not in rows["scratch2x"]
+    assert rows["fractaldb"]["gain_2x"] == pytest.approx((7.0, np.std([9.0, 5.0], ddof=1)))
+    assert "rcdb" not in rows
     sys.argv = ["effect_report.py", str(tmp_path), "--out", str(tmp_path / "effect")]
     effect_report.main()
     table = (tmp_path / "effect.md").read_text()
-    assert "| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 |" in table
+    assert "| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 | +7.0 ± 2.8 |" in table
     assert (tmp_path / "effect.png").stat().st_size > 5000
 
 
 def test_effect_sh_runs_a_row_end_to_end(tmp_path):
     """effect.sh at toy scale: one seed, 1p-frac at delta 0.01 (4 classes x 16 images), one epoch each."""
     env = {**os.environ, "PYTHON": sys.executable, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "SEEDS": "0", "ROWS": "onepfrac0.01", "SMALL_CLASSES": "4", "SMALL_INSTANCES": "16", "PRE_EPOCHS": "1",
+           "SEEDS": "0", "ROWS": "onepfrac0.01", "PLATEAU": "1", "SMALL_CLASSES": "4", "SMALL_INSTANCES": "16", "PRE_EPOCHS": "1",
            "FT_EPOCHS": "1"}
     proc = subprocess.run(["bash", os.path.join(EXE, "effect.sh"), str(tmp_path / "fx")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| 1p-frac, delta 0.01 | 1 |" in proc.stdout and "| from scratch | 1 |" in proc.stdout
+    assert "| from scratch, 2x epochs | 1 |" in proc.stdout
+    assert "\nepochs: 2\n" in (tmp_path / "fx" / "runs" / "ft_scratch2x_s0" / "args.yaml").read_text()
     assert (tmp_path / "fx" / "effect.png").is_file()
     with open(tmp_path / "fx" / "db" / "onepfrac0.01" / "manifest.json") as f:
         assert '"delta": 0.01' in f.read()
