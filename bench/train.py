@@ -38,7 +38,8 @@ def options():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--model", default="deit_tiny_patch16_224")
-    p.add_argument("--model-kwargs", nargs="*", default=["patch_size=4", "embed_dim=128", "depth=4", "num_heads=4"])
+    p.add_argument("--model-kwargs", nargs="*", default=["patch_size=8", "embed_dim=128", "depth=4", "num_heads=4"],
+                   help="the demo's small ViT by default (exe_scripts/_digits.sh)")
     p.add_argument("--img-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")

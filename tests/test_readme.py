@@ -75,13 +75,15 @@ def check(command: str, tmp_path) -> None:
     assert script, f"README command not recognised: {command}"
     if script in ("pretrain.py", "finetune.py"):
         check_training(script[:-3], argv[argv.index(script) + 1:])
-    elif script.startswith("exe_scripts/") and script.endswith(".sh"):
+    elif script.startswith("exe_scripts/exe_") and script.endswith(".sh"):
         proc = subprocess.run(["bash", os.path.join(REPO, script), *argv[argv.index(script) + 1:]], cwd=tmp_path,
                               env={**os.environ, **env, "DRY_RUN": "1", "PYTHON": sys.executable},
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0 and "pretrain.py" in proc.stdout, (command, proc.stderr)
-    else:
+    else:  # the demo and effect scripts (run by make demo and tests/test_exe_scripts.py), bench, scripts/
         assert os.path.isfile(os.path.join(REPO, script)), f"{script} (in the README) does not exist"
+        if script.endswith(".sh"):
+            subprocess.run(["bash", "-n", os.path.join(REPO, script)], check=True)
 
 
 def test_readme_has_commands():
