@@ -205,6 +205,14 @@ def test_effect_report_pairs_seeds_and_draws_the_chart(tmp_path):
     assert (tmp_path / "effect.png").stat().st_size > 5000
 
 
+def test_demo_report_uses_the_last_tested_epoch(tmp_path):
+    write_run(tmp_path, "fdsl", [50.0, None, 81.0, None, 79.5])
+    write_run(tmp_path, "scratch", [40.0, None, 72.0])
+    proc = subprocess.run([sys.executable, os.path.join(EXE, "demo_report.py"), f"from FDSL={tmp_path / 'fdsl'}",
+                           f"from scratch={tmp_path / 'scratch'}"], capture_output=True, text=True, check=True)
+    assert "79.5%   +7.5 points over from scratch" in proc.stdout and "72.0%" in proc.stdout
+
+
 def test_effect_sh_runs_a_row_end_to_end(tmp_path):
     """effect.sh at toy scale: one seed, 1p-frac at delta 0.01 (4 classes x 16 images), one epoch each."""
     env = {**os.environ, "PYTHON": sys.executable, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
