@@ -20,6 +20,12 @@ def read(run_dir: str) -> list[dict]:
     return rows
 
 
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the rows that have `key` (finetune --eval-interval leaves untested epochs blank)."""
+    kept = [r for r in rows if r.get(key)]
+    return [int(r["epoch"]) for r in kept], [float(r[key]) for r in kept]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fdsl plot", description=__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -31,18 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     runs = {os.path.basename(os.path.normpath(r)): read(r) for r in args.runs}
-    has_acc = any("eval_top1" in rows[0] for rows in runs.values())
+    has_acc = any(series(rows, "eval_top1")[0] for rows in runs.values())
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
     loss_ax = axes[0][0]
     for name, rows in runs.items():
-        epochs = [int(r["epoch"]) for r in rows]
         for key, style in (("train_loss", "-"), ("eval_loss", "--")):
-            if key in rows[0]:
-                loss_ax.plot(epochs, [float(r[key]) for r in rows], style, label=f"{name} {key}")
-        if has_acc and "eval_top1" in rows[0]:
-            for key, style in (("eval_top1", "-"), ("eval_top5", ":")):
-                if key in rows[0]:
-                    axes[0][1].plot(epochs, [float(r[key]) for r in rows], style, label=f"{name} {key}")
+            epochs, values = series(rows, key)
+            if epochs:
+                loss_ax.plot(epochs, values, style + ("o" if key == "eval_loss" else ""), label=f"{name} {key}")
+        for key, style in (("eval_top1", "-o"), ("eval_top5", ":o")):
+            epochs, values = series(rows, key)
+            if has_acc and epochs:
+                axes[0][1].plot(epochs, values, style, label=f"{name} {key}")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     loss_ax.legend(fontsize=7)
     if has_acc:
