@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from fdsl.errors import UserError
-
 TRUE = ("on", "true", "1", "yes", "y", "t")
 FALSE = ("off", "false", "0", "no", "n", "f")
 
@@ -38,35 +34,10 @@ def add_launcher_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_distributed(args, body) -> int:
-    """Join the process group, run body(args, info), turn a peer's failure into one line, leave the group."""
+    """body(args, info) in the process group (engine.distributed.run: one-line errors for failed peers)."""
     from fdsl.engine import distributed
 
-    info = distributed.init(args.device, args.dist_backend, args.dist_timeout)
-    failed = True
-    try:
-        body(args, info)
-        failed = False
-        return 0
-    except UserError as err:
-        text = str(err).strip()
-        if "Original Traceback" in text:  # raised in a DataLoader worker: keep the message, drop the traceback
-            raise UserError(text.splitlines()[-1].removeprefix("fdsl.errors.UserError: ")) from None
-        raise
-    except (RuntimeError, torch.distributed.DistError) as err:
-        if not info.distributed:
-            raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise UserError(f"rank {info.rank}/{info.world_size}: a peer process failed or stopped answering "
-                        f"({first}); see the other ranks' logs") from None
-    finally:
-        distributed.shutdown(info, failed)
-
-
-def amp_setup(enabled: bool, dtype_name: str, info):
-    if not enabled or info.device.type != "cuda":
-        return None, None
-    dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float16
-    return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+    return distributed.run(lambda info: body(args, info), args.device, args.dist_backend, args.dist_timeout)
 
 
 def add_run_flags(p: argparse.ArgumentParser, log_interval: int = 100) -> None:

@@ -17,11 +17,11 @@ from fdsl.cli.common import HelpFormatter, Parser
 from fdsl.cli.eval_common import (
     add_launcher_flags,
     add_run_flags,
-    amp_setup,
     bool_flag,
     plain,
     run_distributed,
 )
+from fdsl.engine.loop import amp_setup
 from fdsl.errors import UserError
 
 

@@ -105,3 +105,27 @@ def shutdown(info: DistInfo, failed: bool) -> None:
     """Leave the group. A failed rank does not wait for its peers: they time out or are killed by the launcher."""
     if info.distributed and dist.is_initialized() and not failed:
         dist.destroy_process_group()
+
+
+def run(body, requested_device: str | None = None, backend: str = "nccl", timeout_s: float = 600.0) -> int:
+    """Join the process group, run body(info), turn a peer's failure into one line, leave the group. Every
+    command that trains goes through here."""
+    info = init(requested_device, backend, timeout_s)
+    failed = True
+    try:
+        body(info)
+        failed = False
+        return 0
+    except UserError as err:
+        text = str(err).strip()
+        if "Original Traceback" in text:  # raised in a DataLoader worker: keep the message, drop the traceback
+            raise UserError(text.splitlines()[-1].removeprefix("fdsl.errors.UserError: ")) from None
+        raise
+    except (RuntimeError, dist.DistError) as err:
+        if not info.distributed:
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"rank {info.rank}/{info.world_size}: a peer process failed or stopped answering "
+                        f"({first}); see the other ranks' logs") from None
+    finally:
+        shutdown(info, failed)

@@ -25,6 +25,17 @@ class NonFiniteLoss(Exception):
     pass
 
 
+
+def amp_setup(enabled: bool, dtype_name: str, info) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """(autocast dtype, grad scaler) of --amp: bfloat16 needs no scaler; off, or on a CPU, (None, None)."""
+    if not enabled:
+        return None, None
+    if info.device.type != "cuda":
+        print0(info, "note: --amp ignored on CPU (float32)")
+        return None, None
+    dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float16
+    return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+
 @dataclass
 class LoopContext:
     info: distributed.DistInfo

@@ -16,7 +16,7 @@ from fdsl.engine import checkpoint, distributed, fit, schedule
 from fdsl.engine.data import build_train_data, build_val_data, make_loader
 from fdsl.engine.fit import TrainingDiverged, seed_epoch  # noqa: F401 - re-exported for callers
 from fdsl.engine.logging import print0
-from fdsl.engine.loop import LoopContext
+from fdsl.engine.loop import LoopContext, amp_setup
 from fdsl.engine.loop import evaluate as loop_evaluate
 from fdsl.engine.method import Classification
 from fdsl.errors import UserError
@@ -72,36 +72,8 @@ def build_mixup(args, num_classes: int):
                  label_smoothing=args.smoothing, num_classes=num_classes)
 
 
-def amp_setup(args, info):
-    if not (args.amp or args.native_amp or args.apex_amp):
-        return None, None
-    if info.device.type != "cuda":
-        print0(info, "note: --amp ignored on CPU (float32)")
-        return None, None
-    dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
-    return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
-
-
 def run(args) -> int:
-    info = distributed.init(args.device, args.dist_backend, args.dist_timeout)
-    failed = True
-    try:
-        _run(args, info)
-        failed = False
-        return 0
-    except UserError as err:
-        text = str(err).strip()
-        if "Original Traceback" in text:  # raised in a DataLoader worker: keep the message, drop the traceback
-            raise UserError(text.splitlines()[-1].removeprefix("fdsl.errors.UserError: ")) from None
-        raise
-    except (RuntimeError, torch.distributed.DistError) as err:
-        if not info.distributed:
-            raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise UserError(f"rank {info.rank}/{info.world_size}: a peer process failed or stopped answering "
-                        f"({first}); see the other ranks' logs") from None
-    finally:
-        distributed.shutdown(info, failed)
+    return distributed.run(lambda info: _run(args, info), args.device, args.dist_backend, args.dist_timeout)
 
 
 def run_config(args, run_dir: str, finetune: bool, scaler, amp_dtype, describe: str) -> fit.RunConfig:
@@ -143,7 +115,7 @@ def _run(args, info) -> None:
         torch.backends.cudnn.benchmark = True
     model.to(info.device)
     optimizer = build_optimizer(args, model)
-    amp_dtype, scaler = amp_setup(args, info)
+    amp_dtype, scaler = amp_setup(args.amp or args.native_amp or args.apex_amp, args.amp_dtype, info)
     sched = schedule.build(args, optimizer, len(train_loader))
     mixup_fn = build_mixup(args, num_classes)
     method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn)

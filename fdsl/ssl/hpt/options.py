@@ -15,6 +15,19 @@ import yaml
 
 from fdsl.errors import UserError
 
+# how a stage runs, the same for pre-training and probes
+RUN = {
+    "workers": (8, "DataLoader workers per process"),
+    "amp": (False, "mixed precision on CUDA"),
+    "device": (None, "cpu or cuda (default: cuda when available)"),
+    "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
+    "log_wandb": (False, "log to wandb (offline unless WANDB_MODE says otherwise)"),
+    "log_tensorboard": (False, "log to TensorBoard (<output>/tensorboard)"),
+    "project_name": ("fdsl-hpt", "wandb project"),
+    "group_name": (None, "wandb group"),
+    "entity_name": ("YOUR_ENTITY", "wandb entity"),
+}
+
 PRETRAIN = {
     "method": ("moco", "moco (MoCo v2) or byol"),
     "arch": ("resnet50", "backbone: any timm model with a pooled feature, or torchvision:resnet50"),
@@ -67,16 +80,8 @@ PRETRAIN = {
     "num_classes": (None, "classes of the evaluation lists (unused in pre-training)"),
     "output": ("output/hpt", "run folder (checkpoints, logs, final_backbone.pth)"),
     "seed": (0, "seed of everything random"),
-    "workers": (8, "DataLoader workers per process"),
-    "amp": (False, "mixed precision on CUDA"),
-    "device": (None, "cpu or cuda (default: cuda when available)"),
     "log_interval": (25, "steps between log lines"),
-    "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
-    "log_wandb": (False, "log to wandb (offline unless WANDB_MODE says otherwise)"),
-    "log_tensorboard": (False, "log to TensorBoard (<output>/tensorboard)"),
-    "project_name": ("fdsl-hpt", "wandb project"),
-    "group_name": (None, "wandb group"),
-    "entity_name": ("YOUR_ENTITY", "wandb entity"),
+    **RUN,
 }
 
 METHOD_DEFAULTS = {
@@ -116,16 +121,8 @@ PROBE = {
     "eval_interval": (100, "steps (by iter) or epochs (by epoch) between val/test evaluations"),
     "seed": (0, "seed (the published reruns s0, s1, s2 differ only by this)"),
     "output": ("output/probe", "run folder (metrics.jsonl, result.json)"),
-    "workers": (8, "DataLoader workers per process"),
-    "amp": (False, "mixed precision on CUDA"),
-    "device": (None, "cpu or cuda"),
     "log_interval": (50, "steps between log lines"),
-    "pause_updates": (None, "stop after this many steps of this invocation (the same command resumes)"),
-    "log_wandb": (False, "log to wandb (offline unless WANDB_MODE says otherwise)"),
-    "log_tensorboard": (False, "log to TensorBoard (<output>/tensorboard)"),
-    "project_name": ("fdsl-hpt", "wandb project"),
-    "group_name": (None, "wandb group"),
-    "entity_name": ("YOUR_ENTITY", "wandb entity"),
+    **RUN,
 }
 
 

@@ -31,14 +31,7 @@ from fdsl.ssl.views import build_views
 
 
 def run(args) -> int:
-    info = distributed.init(args.device, "nccl", 600.0)
-    failed = True
-    try:
-        _run(args, info)
-        failed = False
-        return 0
-    finally:
-        distributed.shutdown(info, failed)
+    return distributed.run(lambda info: _run(args, info), args.device)
 
 
 def local_batch(args, info) -> int:

@@ -41,14 +41,7 @@ from fdsl.ssl.hpt.results import append_jsonl, best_val_test, read_jsonl, series
 
 
 def run(args) -> int:
-    info = distributed.init(args.device, "nccl", 600.0)
-    failed = True
-    try:
-        _run(args, info)
-        failed = False
-        return 0
-    finally:
-        distributed.shutdown(info, failed)
+    return distributed.run(lambda info: _run(args, info), args.device)
 
 
 def load_backbone(args, info):
