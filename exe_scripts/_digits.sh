@@ -2,8 +2,8 @@
 # 32 px formula-driven databases of 100 classes x 40 images, a small ViT pre-trained for 24 epochs, then
 # fine-tuned on scikit-learn's digits: 30 training images per digit (300), tested on the 797 held-out images,
 # 60 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
-# with augmentation and 4x longer fine-tuning scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
-# FT_EPOCHS, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks).
+# with all 1,000 training digits and crops, scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
+# FT_EPOCHS, FT_EVAL_INTERVAL, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks).
 # shellcheck shell=bash
 PY=${PYTHON:-python}
 PRE_EPOCHS=${PRE_EPOCHS:-24}
@@ -43,7 +43,7 @@ small_pretrain() {  # small_pretrain DB_DIR RUNS EXPERIMENT SEED: pre-train the 
     --epochs "$PRE_EPOCHS" --eval-metric loss --output "$2" --experiment "$3"
 }
 
-digits_finetune() {  # digits_finetune DIGITS RUNS EXPERIMENT SEED [CHECKPOINT]: fine-tune on digits, test each epoch
+digits_finetune() {  # digits_finetune DIGITS RUNS EXPERIMENT SEED [CHECKPOINT]: fine-tune on digits and test it
   local from=()
   [ -n "${5:-}" ] && from=(--pretrained-path "$5")
   "$PY" -m fdsl finetune "$1" "${SMALL_MODEL[@]}" --crop-pct 1.0 "${SMALL_OPTIM[@]}" "${FT_AUG[@]}" --seed "$4" \

@@ -32,3 +32,14 @@ def fdsl_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (tiny tensors on a shared 2-core machine: more threads only spin)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

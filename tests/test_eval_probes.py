@@ -14,15 +14,9 @@ from fdsl.eval.linear_conv import BottouSchedule, ConvProbe, StepDecay, kfold_sp
 from fdsl.eval.voc import DIFFICULT, VOC2007, masked_bce, read_split, voc_map
 from fdsl.models.vgg import create_vgg16
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
+
 TINY = ["--width", "0.0625", "--img_size", "32", "--workers", "0", "--log_interval", "100", "--save_every", "0"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_voc_map_excludes_difficult_and_matches_sklearn():

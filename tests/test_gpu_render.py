@@ -15,14 +15,7 @@ from fdsl.data import registry
 from fdsl.data.gpu_source import create_batches
 from fdsl.render import contour, gpu_contour, gpu_ifs, ifs2d, ifs3d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster than two contending ones on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
 
 def gen(seed=0):

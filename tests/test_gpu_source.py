@@ -14,13 +14,7 @@ from fdsl.data import gpu_source, registry
 from fdsl.data.gpu_source import DeviceBatchSource, create_batches, largest_batch, memory_probe
 from fdsl.errors import UserError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
 
 def gen(seed=0):

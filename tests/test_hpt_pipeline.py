@@ -10,17 +10,10 @@ from test_engine_util import make_folder
 
 from fdsl.ssl.byol import tau_at
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
+
 TINY = ["--arch", "test_resnet", "--crop-size", "16", "--workers", "0", "--log-interval", "100", "--device", "cpu",
         "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ from fdsl.errors import UserError
 from fdsl.ssl.backbone import create_backbone, detectron2_key, extract_backbone, load_base, to_detectron2
 from fdsl.ssl.hpt import project, results, runner
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
 
 def _json(path):

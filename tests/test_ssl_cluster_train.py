@@ -16,17 +16,10 @@ from test_ssl_cluster_util import make_oriented
 
 from fdsl.ssl.clustering import load_round
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
+
 TINY = ["--width", "0.0625", "--img_size", "32", "--dim_pca", "8", "--batch_size", "8", "--workers", "0",
         "--niter", "5", "--log_interval", "100", "--save_every", "0"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads only slow a tiny model down on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

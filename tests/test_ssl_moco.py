@@ -12,6 +12,8 @@ from fdsl.errors import UserError
 from fdsl.ssl.moco import MoCo, check_queue
 from fdsl.ssl.shuffle_bn import GroupBatchNorm, convert_group_bn, set_bn_groups
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
+
 
 class TinyNet(nn.Module):
     """conv-BN-ReLU-pool: a backbone with BatchNorm whose statistics matter, in milliseconds."""
@@ -26,15 +28,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.conv2(torch.relu(self.bn1(self.conv1(x)))).mean((2, 3))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared CPU, more threads only spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def ctx():

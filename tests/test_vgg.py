@@ -7,16 +7,9 @@ import torch
 from fdsl.errors import UserError
 from fdsl.models.vgg import NUM_CONVS, conv_output_sides, create_vgg16, load_body, sobel2rgb
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
+
 TINY = {"width": 1 / 16, "img_size": 32}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads only slow a tiny model down on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_sobel_front_end_is_fixed_and_published_sizes_hold():
