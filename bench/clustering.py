@@ -37,6 +37,7 @@ def options():
     p.add_argument("--dc-reassignment", type=int, default=2, help="DeepCluster re-clusters every N epochs")
     p.add_argument("--probe-epochs", type=int, default=10)
     p.add_argument("--conv", type=int, default=10, help="conv layer probed after the DeepCluster run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="DeepCluster and probe seeds")
     p.add_argument("--workdir", default=None, help="keep the digits folder and runs here")
     return p.parse_args()
 
@@ -151,32 +152,39 @@ def bench_deepcluster(args) -> None:
     digits = os.path.join(work, "digits")
     if not os.path.isdir(digits):
         export_digits(digits)
-    run = os.path.join(work, "deepcluster")
     tiny = ["--width", "0.25", "--img_size", "32", "--workers", "0", "--log_interval", "1000", "--save_every", "0"]
-    t = time.perf_counter()
-    code = main(["deepercluster", "--data_path", os.path.join(digits, "train"), *tiny, "--super_classes", "1",
-                 "--rotnet", "false", "--k", str(args.dc_k), "--dim_pca", "64", "--sobel", "true", "--batch_size", "64",
-                 "--lr", "0.05", "--nepochs", str(args.epochs), "--reassignment", str(args.dc_reassignment),
-                 "--niter", "10",
-                 "--dump_path", run, "--resume", "auto"])
-    assert code == 0
-    with open(os.path.join(run, "summary.csv")) as f:
-        rows = list(csv.DictReader(f))
-    print(f"deepcluster on digits: {len(rows)} epochs in {time.perf_counter() - t:.0f}s, loss "
-          f"{float(rows[0]['train_loss']):.3f} -> {float(rows[-1]['train_loss']):.3f}, NMI with the digit labels "
-          f"{float(rows[0]['nmi_classes']):.3f} (round 0) -> {float(rows[-1]['nmi_classes']):.3f}", flush=True)
-    results = {}
-    for name, weights in (("deepcluster", ["--pretrained", os.path.join(run, "last.pth.tar")]), ("random", [])):
-        out = os.path.join(work, f"probe-{name}-conv{args.conv}")
-        code = main(["eval-linear", "--data_path", digits, *tiny, *weights, "--sobel", "true", "--conv",
-                     str(args.conv), "--nepochs", str(args.probe_epochs), "--batch_size", "64", "--lr", "0.01",
-                     "--wd", "1e-5", "--dump_path", out, "--resume", "auto"])
+    results: dict[str, list[float]] = {"deepcluster": [], "random": []}
+    for seed in args.seeds:
+        run = os.path.join(work, f"deepcluster-s{seed}")
+        t = time.perf_counter()
+        code = main(["deepercluster", "--data_path", os.path.join(digits, "train"), *tiny, "--super_classes", "1",
+                     "--rotnet", "false", "--k", str(args.dc_k), "--dim_pca", "64", "--sobel", "true",
+                     "--batch_size", "64", "--lr", "0.05", "--nepochs", str(args.epochs), "--reassignment",
+                     str(args.dc_reassignment), "--niter", "10", "--seed", str(seed), "--dump_path", run,
+                     "--resume", "auto"])
         assert code == 0
-        with open(os.path.join(out, "summary.csv")) as f:
-            results[name] = float(list(csv.DictReader(f))[-1]["eval_top1"])
-    print(f"linear probe on conv{args.conv} (digits val, {args.probe_epochs} epochs): DeepCluster trunk "
-          f"{results['deepcluster']:.1f}% top-1, random-init trunk {results['random']:.1f}% "
-          f"(+{results['deepcluster'] - results['random']:.1f} points)", flush=True)
+        with open(os.path.join(run, "summary.csv")) as f:
+            rows = list(csv.DictReader(f))
+        print(f"seed {seed}: deepcluster on digits: {len(rows)} epochs in {time.perf_counter() - t:.0f}s, loss "
+              f"{float(rows[0]['train_loss']):.3f} -> {float(rows[-1]['train_loss']):.3f}, NMI with the digit "
+              f"labels {float(rows[0]['nmi_classes']):.3f} (round 0) -> {float(rows[-1]['nmi_classes']):.3f}",
+              flush=True)
+        for name, weights in (("deepcluster", ["--pretrained", os.path.join(run, "last.pth.tar")]), ("random", [])):
+            out = os.path.join(work, f"probe-{name}-conv{args.conv}-s{seed}")
+            code = main(["eval-linear", "--data_path", digits, *tiny, *weights, "--sobel", "true", "--conv",
+                         str(args.conv), "--nepochs", str(args.probe_epochs), "--batch_size", "64", "--lr", "0.01",
+                         "--wd", "1e-5", "--seed", str(seed), "--dump_path", out, "--resume", "auto"])
+            assert code == 0
+            with open(os.path.join(out, "summary.csv")) as f:
+                results[name].append(float(list(csv.DictReader(f))[-1]["eval_top1"]))
+    gains = [d - r for d, r in zip(results["deepcluster"], results["random"])]
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
+
+    print(f"linear probe on conv{args.conv} (digits val, {args.probe_epochs} epochs, seeds {args.seeds}): "
+          f"DeepCluster trunk {spread(results['deepcluster'])}% top-1, random-init trunk {spread(results['random'])}%, "
+          f"gain {spread(gains)} points (per seed: {', '.join(f'{g:+.1f}' for g in gains)})", flush=True)
 
 
 def main() -> None:
