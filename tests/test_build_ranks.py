@@ -121,7 +121,8 @@ def test_mpirun_training_rendezvous_without_master_addr():
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
     env.update(PYTHONPATH=ROOT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     code = ("import torch; from fdsl.engine import distributed as d; info = d.init('cpu', timeout_s=60); "
-            "t = d.all_reduce_sum(torch.tensor([info.rank + 1.0]), info); print('sum', int(t.item())); "
+            "t = d.all_reduce_sum(torch.tensor([info.rank + 1.0]), info); "
+            "import sys; sys.stdout.write(f'sum {int(t.item())}\\n'); sys.stdout.flush(); "  # one write: ranks do not interleave
             "d.shutdown(info, False)")
     done = subprocess.run([MPIRUN, "-np", "2", "--oversubscribe", "-x", "PYTHONPATH", sys.executable, "-c", code],
                           env=env, capture_output=True, text=True, timeout=180, check=False)

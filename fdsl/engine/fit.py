@@ -327,12 +327,13 @@ def fit(cfg: RunConfig, info, method, data, loader, optimizer, sched, evaluate=N
             row = {"epoch": epoch, "train_loss": result["loss"]}
             row.update({f"train_{k}": v for k, v in result.items() if k not in ("loss", "steps", "stopped")})
             metric = result["loss"]
-            if evaluate is not None and not evaluating(epoch, epochs, result["stopped"], cfg.eval_interval):
-                metric = None  # no validation this epoch: last.pth.tar is written, model_best is not ranked
-            elif evaluate is not None:
-                metrics = evaluate(epoch)
-                row.update({f"eval_{k}": v for k, v in metrics.items() if k != "metric"})
-                metric = metrics.get("metric", metric)
+            if evaluate is not None:
+                if evaluating(epoch, epochs, result["stopped"], cfg.eval_interval):
+                    metrics = evaluate(epoch)
+                    row.update({f"eval_{k}": v for k, v in metrics.items() if k != "metric"})
+                    metric = metrics.get("metric", metric)
+                else:  # no validation this epoch: last.pth.tar is written, model_best is not ranked
+                    metric = None
             row.update(method.after_epoch(epoch, ctx))
             sched.after_epoch(epoch, metric)
             if info.is_main:  # an epoch, or the part of it that the iteration budget allowed
