@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import inspect
 import os
-import random
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
@@ -24,7 +20,11 @@ from torch.nn.parallel import DistributedDataParallel
 from fdsl.engine import checkpoint, distributed
 from fdsl.engine.logging import Summary, Trackers, print0
 from fdsl.engine.loop import LoopContext, NonFiniteLoss, train_one_epoch, updates_per_epoch
+from fdsl.engine.rng import ResumeRng, all_rng_states, seed_epoch
+from fdsl.engine.stopping import StopSignal
 from fdsl.errors import UserError
+
+__all__ = ["RunConfig", "TrainingDiverged", "fit", "seed_epoch"]
 
 
 class TrainingDiverged(UserError):
@@ -65,79 +65,6 @@ class RunConfig:
     save_images: bool = False
     trackers_args: object = None  # the argparse namespace for wandb/TensorBoard (log_wandb, ...), or None
     describe: str = ""  # one line printed at the start (data, model, sizes)
-
-
-def seed_epoch(seed: int, rank: int, epoch: int) -> None:
-    """Every RNG is a function of (seed, rank, epoch), so a resumed run replays the same randomness."""
-    value = (seed + rank) * 1_000_003 + epoch
-    torch.manual_seed(value)
-    np.random.seed(value % 2**32)
-    random.seed(value)
-
-
-def rng_state() -> dict:
-    """This process's generators as plain values (loadable with weights_only=True)."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "random": [version, list(internal), gauss_next]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["random"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def all_rng_states(info) -> list | None:
-    """Every rank's generators, on rank 0 (None elsewhere)."""
-    mine = rng_state()
-    if not info.distributed:
-        return [mine]
-    out = [None] * info.world_size if info.is_main else None
-    torch.distributed.gather_object(mine, out, dst=0)
-    return out
-
-
-class StopSignal:
-    """SIGUSR1 (SLURM's warning before pre-emption) and SIGTERM ask the run to stop after the current step,
-    write a resumable checkpoint and, under SLURM, requeue the job."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def install(self) -> None:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def requested(self, info, sync: bool) -> bool:
-        """Whether to stop now; with several ranks all agree (an all-reduce, only when `sync`)."""
-        if not info.distributed:
-            return self.received is not None
-        if not sync:
-            return False
-        flag = torch.tensor(1.0 if self.received is not None else 0.0, device=info.device)
-        return distributed.all_reduce_sum(flag, info).item() > 0
 
 
 def find_resume(cfg: RunConfig) -> str | None:
@@ -208,182 +135,226 @@ def fit(cfg: RunConfig, info, method, data, loader, optimizer, sched, evaluate=N
     """Train `method` over `loader` for cfg.epochs (or cfg.max_updates optimiser steps). `data` is told the
     epoch (set_epoch) and may report unreadable files (take_bad_files); `evaluate(epoch)` returns metrics
     for the epoch's row and the checkpoint choice. Returns the last epoch's row."""
-    method.module.to(info.device)
-    if cfg.channels_last:
-        method.module.to(memory_format=torch.channels_last)
-    steps = len(loader)
-    per_epoch = updates_per_epoch(steps, cfg.accum_steps)
-    epochs = cfg.epochs if cfg.max_updates is None else -(-cfg.max_updates // per_epoch)
-    saver = checkpoint.CheckpointSaver(cfg.run_dir, cfg.higher_is_better, cfg.checkpoint_hist, cfg.held_interval)
-    path = find_resume(cfg)
-    resumed = load_resume(cfg, path, method, optimizer, sched, saver, info) if path else {}
-    done = resumed.get("epoch")
-    start_epoch, start_step = resumed.get("resume_at") or [(done if done is not None else -1) + 1, 0]
-    if cfg.start_epoch is not None:
-        start_epoch, start_step = cfg.start_epoch, 0
-    rngs = resumed.get("rng") if start_step else None
-    if rngs is not None and len(rngs) != info.world_size:
-        print0(info, f"note: the checkpoint was written by {len(rngs)} process(es), this run has {info.world_size}: "
-                     "the data order resumes exactly, random augmentation and dropout do not")
-        rngs = None
+    run = Run(cfg, info, method, data, loader, optimizer, sched, evaluate)
+    run.place_model()
+    run.resume()
+    run.wrap()
+    run.open_logs()
+    run.stop.install()
+    try:
+        row = run.train_epochs()
+    except NonFiniteLoss as err:
+        raise run.diverged(err) from None
+    finally:
+        run.stop.restore()
+        run.close_logs()
+    run.report_best()
+    return row
 
-    ema = None
-    if cfg.ema_decay:
-        from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(method.module, decay=cfg.ema_decay)
-        if "state_dict_ema" in resumed:
-            ema.module.load_state_dict(resumed["state_dict_ema"])
-    model = wrap(method, cfg, info)
-    sched.fast_forward(start_epoch, start_epoch * per_epoch + -(-start_step // cfg.accum_steps))
-    if cfg.resume_optimizer:  # the LR it acts on lives in the optimizer state
-        sched.load_state_dict(resumed.get("scheduler"))
+class Run:
+    """One call of `fit`: what its steps share. Each method is one step of `fit`, in the order it calls them."""
 
-    summary = trackers = None
-    done_epoch = resumed.get("epoch") if path else None
-    if info.is_main:
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        with open(os.path.join(cfg.run_dir, "args.yaml"), "w") as f:
-            yaml.safe_dump(cfg.args, f, sort_keys=False)
-        summary = Summary(os.path.join(cfg.run_dir, "summary.csv"), done_epoch if path else None)
-        trackers = Trackers(cfg.trackers_args, cfg.run_dir, info) if cfg.trackers_args is not None else None
-    budget = f" max-updates={cfg.max_updates}" if cfg.max_updates is not None else ""
-    print0(info, f"{cfg.describe} world={info.world_size} ({info.launcher}, {info.device}) iters/epoch={steps}"
-                 f"{' accum=' + str(cfg.accum_steps) if cfg.accum_steps > 1 else ''} "
-                 f"epochs={start_epoch}..{epochs - 1}{budget} -> {cfg.run_dir}")
+    def __init__(self, cfg: RunConfig, info, method, data, loader, optimizer, sched, evaluate):
+        self.cfg, self.info, self.method, self.data = cfg, info, method, data
+        self.loader, self.optimizer, self.sched, self.evaluate = loader, optimizer, sched, evaluate
+        self.steps = len(loader)
+        self.per_epoch = updates_per_epoch(self.steps, cfg.accum_steps)
+        self.epochs = cfg.epochs if cfg.max_updates is None else -(-cfg.max_updates // self.per_epoch)
+        self.saver = checkpoint.CheckpointSaver(cfg.run_dir, cfg.higher_is_better, cfg.checkpoint_hist,
+                                                cfg.held_interval)
+        self.stop = StopSignal()
+        self.stopped_by: list[str] = []  # why the run stopped early (a signal, --pause-updates)
+        self.first_update: int | None = None  # optimiser steps done before this invocation
+        self.resumed: dict = {}
+        self.resume_path: str | None = None
+        self.start_epoch, self.start_step = 0, 0
+        self.rngs: list | None = None  # every rank's generators at a mid-epoch resume point
+        self.ema = self.model = self.summary = self.trackers = self.ctx = None
 
-    def state(epoch: int | None, metric=None, resume_at=None) -> dict:
-        out = {"arch": cfg.arch, "state_dict": method.module.state_dict(), "optimizer": optimizer.state_dict(),
-               "version": checkpoint.VERSION, "args": cfg.args, "epoch": epoch}
-        if metric is not None:
-            out["metric"] = metric
-        if cfg.scaler is not None:
-            out["amp_scaler"] = cfg.scaler.state_dict()
-        if ema is not None:
-            out["state_dict_ema"] = ema.module.state_dict()
-        if (sched_state := sched.state_dict()) is not None:
+    # --- set up -----------------------------------------------------------------------------------------
+    def place_model(self) -> None:
+        self.method.module.to(self.info.device)
+        if self.cfg.channels_last:
+            self.method.module.to(memory_format=torch.channels_last)
+
+    def resume(self) -> None:
+        """Weights, optimiser and method state from the checkpoint; where in which epoch to start."""
+        cfg, info = self.cfg, self.info
+        self.resume_path = find_resume(cfg)
+        if self.resume_path:
+            self.resumed = load_resume(cfg, self.resume_path, self.method, self.optimizer, self.sched, self.saver,
+                                       info)
+        done = self.resumed.get("epoch")
+        self.start_epoch, self.start_step = self.resumed.get("resume_at") or [(done if done is not None else -1) + 1, 0]
+        if cfg.start_epoch is not None:
+            self.start_epoch, self.start_step = cfg.start_epoch, 0
+        rngs = self.resumed.get("rng") if self.start_step else None
+        if rngs is not None and len(rngs) != info.world_size:
+            print0(info, f"note: the checkpoint was written by {len(rngs)} process(es), this run has "
+                         f"{info.world_size}: the data order resumes exactly, random augmentation and dropout do not")
+            rngs = None
+        self.rngs = rngs
+        if cfg.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.method.module, decay=cfg.ema_decay)
+            if "state_dict_ema" in self.resumed:
+                self.ema.module.load_state_dict(self.resumed["state_dict_ema"])
+
+    def wrap(self) -> None:
+        """The module the loop calls (DDP, SyncBN, compile), and the schedule moved to the start point."""
+        cfg = self.cfg
+        self.model = wrap(self.method, cfg, self.info)
+        self.sched.fast_forward(self.start_epoch,
+                                self.start_epoch * self.per_epoch + -(-self.start_step // cfg.accum_steps))
+        if cfg.resume_optimizer:  # the LR it acts on lives in the optimizer state
+            self.sched.load_state_dict(self.resumed.get("scheduler"))
+
+    def open_logs(self) -> None:
+        """args.yaml, summary.csv and the trackers (rank 0), the start line, and the loop's context."""
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            os.makedirs(cfg.run_dir, exist_ok=True)
+            with open(os.path.join(cfg.run_dir, "args.yaml"), "w") as f:
+                yaml.safe_dump(cfg.args, f, sort_keys=False)
+            self.summary = Summary(os.path.join(cfg.run_dir, "summary.csv"),
+                                   self.resumed.get("epoch") if self.resume_path else None)
+            self.trackers = Trackers(cfg.trackers_args, cfg.run_dir, info) if cfg.trackers_args is not None else None
+        budget = f" max-updates={cfg.max_updates}" if cfg.max_updates is not None else ""
+        accum = f" accum={cfg.accum_steps}" if cfg.accum_steps > 1 else ""
+        print0(info, f"{cfg.describe} world={info.world_size} ({info.launcher}, {info.device}) "
+                     f"iters/epoch={self.steps}{accum} epochs={self.start_epoch}..{self.epochs - 1}{budget} "
+                     f"-> {cfg.run_dir}")
+        self.ctx = LoopContext(info=info, amp_dtype=cfg.amp_dtype, scaler=cfg.scaler, clip_grad=cfg.clip_grad,
+                               clip_mode=cfg.clip_mode, accum_steps=cfg.accum_steps, max_updates=cfg.max_updates,
+                               log_interval=max(1, cfg.log_interval), channels_last=cfg.channels_last,
+                               ema=self.ema, trackers=self.trackers, on_update=self.on_update, epochs=self.epochs,
+                               save_images_dir=cfg.run_dir if cfg.save_images else None)
+
+    # --- the epochs -------------------------------------------------------------------------------------
+    def train_epochs(self) -> dict:
+        row: dict = {}
+        for epoch in range(self.start_epoch, self.epochs):
+            result = self.train_epoch(epoch)
+            if result["stopped"] and result["steps"] < self.steps and self.stopped_by:  # saved in on_update
+                print0(self.info, f"{self.stopped_by[0]}: stopped at epoch {epoch} step {result['steps']}/"
+                                  f"{self.steps}; resume with --resume auto ({self.saver.path('last.pth.tar')})")
+                self.stop.requeue(self.info)
+                break
+            row = self.end_epoch(epoch, result)
+            if result["stopped"]:
+                if self.stopped_by:
+                    print0(self.info, f"{self.stopped_by[0]}: stopped after epoch {epoch}; resume with --resume auto")
+                    self.stop.requeue(self.info)
+                break
+            if self.cfg.pause_epochs is not None and epoch - self.start_epoch + 1 >= self.cfg.pause_epochs:
+                print0(self.info, f"--pause {self.cfg.pause_epochs}: stopping after epoch {epoch}")
+                break
+        return row
+
+    def train_epoch(self, epoch: int) -> dict:
+        """Seed, tell the data and the method, skip what a mid-epoch resume already did, run the loop."""
+        seed_epoch(self.cfg.seed, self.info.rank, epoch)
+        self.data.set_epoch(epoch)
+        self.method.before_epoch(epoch, self.ctx)
+        skip = self.start_step if epoch == self.start_epoch else 0
+        skip_batches(self.loader, skip, self.info)
+        if skip and self.rngs is not None:
+            self.ctx.extra["restore_rng"] = self.rngs[self.info.rank]
+        result = train_one_epoch(self.method, self.model, ResumeRng(self.loader, self.ctx.extra), self.optimizer,
+                                 self.sched, self.ctx, epoch, skip)
+        report_bad_files(self.data, self.info, epoch)
+        return result
+
+    def end_epoch(self, epoch: int, result: dict) -> dict:
+        """Validate (when due), step the schedule, and log and checkpoint the epoch's row."""
+        row = {"epoch": epoch, "train_loss": result["loss"]}
+        row.update({f"train_{k}": v for k, v in result.items() if k not in ("loss", "steps", "stopped")})
+        metric = result["loss"]
+        if self.evaluate is not None:
+            if evaluating(epoch, self.epochs, result["stopped"], self.cfg.eval_interval):
+                metrics = self.evaluate(epoch)
+                row.update({f"eval_{k}": v for k, v in metrics.items() if k != "metric"})
+                metric = metrics.get("metric", metric)
+            else:  # no validation this epoch: last.pth.tar is written, model_best is not ranked
+                metric = None
+        row.update(self.method.after_epoch(epoch, self.ctx))
+        self.sched.after_epoch(epoch, metric)
+        if self.info.is_main:  # an epoch, or the part of it that the iteration budget allowed
+            self.summary.append(row)
+            if self.trackers is not None:
+                self.trackers.log(dict(row), step=(epoch + 1) * self.per_epoch)
+            self.saver.save(self.state(epoch), epoch, metric)
+        return row
+
+    def on_update(self, epoch: int, step: int, num_updates: int) -> bool:
+        """After every optimiser step: recovery and periodic checkpoints, and whether to stop now."""
+        cfg = self.cfg
+        if self.first_update is None:
+            self.first_update = num_updates - 1
+        if cfg.recovery_interval and step % cfg.recovery_interval == 0 and step < self.steps:
+            self.save_mid_epoch(epoch, step, recovery=True)
+        halt = None
+        if self.stop.requested(self.info, sync=(step - 1) % self.ctx.log_interval < cfg.accum_steps):
+            halt = self.stop.name()
+        elif cfg.pause_updates and num_updates - self.first_update >= cfg.pause_updates:
+            halt = f"--pause-updates {cfg.pause_updates}"
+        periodic = cfg.save_every_updates and num_updates % cfg.save_every_updates == 0
+        if (halt or periodic) and step < self.steps:
+            self.save_mid_epoch(epoch, step, recovery=False)
+        if halt:
+            self.stopped_by.append(halt)
+        return halt is not None
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def state(self, epoch: int | None, resume_at=None) -> dict:
+        """Everything a checkpoint holds: weights, optimiser, scaler, EMA, schedule, method state."""
+        out = {"arch": self.cfg.arch, "state_dict": self.method.module.state_dict(),
+               "optimizer": self.optimizer.state_dict(), "version": checkpoint.VERSION, "args": self.cfg.args,
+               "epoch": epoch}
+        if self.cfg.scaler is not None:
+            out["amp_scaler"] = self.cfg.scaler.state_dict()
+        if self.ema is not None:
+            out["state_dict_ema"] = self.ema.module.state_dict()
+        if (sched_state := self.sched.state_dict()) is not None:
             out["scheduler"] = sched_state
-        if method_state := method.state_dict():
+        if method_state := self.method.state_dict():
             out["method"] = method_state
         if resume_at is not None:
             out["resume_at"] = list(resume_at)
         return out
 
-    stop = StopSignal()
-    stopped_by: list[str] = []
-    invocation_start = {"updates": None}
-
-    def mid_epoch_save(epoch: int, step: int, name: str | None) -> None:
-        rng = all_rng_states(info)  # a collective: every rank calls it
-        if info.is_main:
-            ckpt = dict(state(epoch - 1 if epoch > 0 else None, resume_at=(epoch, step)), rng=rng)
-            ckpt["saver"] = saver.state_dict()
-            if name is None:
-                checkpoint.save_atomic(ckpt, saver.path("last.pth.tar"))
+    def save_mid_epoch(self, epoch: int, step: int, recovery: bool) -> None:
+        """last.pth.tar (or timm's recovery file) at (epoch, step), with every rank's generators."""
+        rng = all_rng_states(self.info)  # a collective: every rank calls it
+        if self.info.is_main:
+            ckpt = dict(self.state(epoch - 1 if epoch > 0 else None, resume_at=(epoch, step)), rng=rng)
+            ckpt["saver"] = self.saver.state_dict()
+            if recovery:
+                self.saver.save_recovery(ckpt, epoch, step - 1)
             else:
-                saver.save_recovery(ckpt, epoch, step - 1)
+                checkpoint.save_atomic(ckpt, self.saver.path("last.pth.tar"))
 
-    def on_update(epoch: int, step: int, num_updates: int) -> bool:
-        if invocation_start["updates"] is None:
-            invocation_start["updates"] = num_updates - 1
-        at_log = (step - 1) % ctx.log_interval < cfg.accum_steps
-        if cfg.recovery_interval and step % cfg.recovery_interval == 0 and step < steps:
-            mid_epoch_save(epoch, step, "recovery")
-        halt = None
-        if stop.requested(info, sync=at_log):
-            halt = f"signal {signal.Signals(stop.received).name if stop.received else 'on another rank'}"
-        elif cfg.pause_updates and num_updates - invocation_start["updates"] >= cfg.pause_updates:
-            halt = f"--pause-updates {cfg.pause_updates}"
-        periodic = cfg.save_every_updates and num_updates % cfg.save_every_updates == 0
-        if (halt or periodic) and step < steps:
-            mid_epoch_save(epoch, step, None)
-        if halt:
-            stopped_by.append(halt)
-        return halt is not None
-
-    ctx = LoopContext(info=info, amp_dtype=cfg.amp_dtype, scaler=cfg.scaler, clip_grad=cfg.clip_grad,
-                      clip_mode=cfg.clip_mode, accum_steps=cfg.accum_steps, max_updates=cfg.max_updates,
-                      log_interval=max(1, cfg.log_interval), channels_last=cfg.channels_last, ema=ema,
-                      trackers=trackers, on_update=on_update, epochs=epochs,
-                      save_images_dir=cfg.run_dir if cfg.save_images else None)
-    row: dict = {}
-    stop.install()
-    try:
-        for epoch in range(start_epoch, epochs):
-            seed_epoch(cfg.seed, info.rank, epoch)
-            data.set_epoch(epoch)
-            method.before_epoch(epoch, ctx)
-            skip = start_step if epoch == start_epoch else 0
-            skip_batches(loader, skip, info)
-            if skip and rngs is not None:
-                ctx.extra["restore_rng"] = rngs[info.rank]
-            result = train_one_epoch(method, model, ResumeRng(loader, ctx), optimizer, sched, ctx, epoch, skip)
-            report_bad_files(data, info, epoch)
-            if result["stopped"] and result["steps"] < steps and stopped_by:  # resumable, saved in on_update
-                print0(info, f"{stopped_by[0]}: stopped at epoch {epoch} step {result['steps']}/{steps}; "
-                             f"resume with --resume auto ({saver.path('last.pth.tar')})")
-                _requeue(stop, info)
-                break
-            row = {"epoch": epoch, "train_loss": result["loss"]}
-            row.update({f"train_{k}": v for k, v in result.items() if k not in ("loss", "steps", "stopped")})
-            metric = result["loss"]
-            if evaluate is not None:
-                if evaluating(epoch, epochs, result["stopped"], cfg.eval_interval):
-                    metrics = evaluate(epoch)
-                    row.update({f"eval_{k}": v for k, v in metrics.items() if k != "metric"})
-                    metric = metrics.get("metric", metric)
-                else:  # no validation this epoch: last.pth.tar is written, model_best is not ranked
-                    metric = None
-            row.update(method.after_epoch(epoch, ctx))
-            sched.after_epoch(epoch, metric)
-            if info.is_main:  # an epoch, or the part of it that the iteration budget allowed
-                summary.append(row)
-                if trackers is not None:
-                    trackers.log(dict(row), step=(epoch + 1) * per_epoch)
-                saver.save(state(epoch), epoch, metric)
-            if result["stopped"]:
-                if stopped_by:
-                    print0(info, f"{stopped_by[0]}: stopped after epoch {epoch}; resume with --resume auto")
-                    _requeue(stop, info)
-                break
-            if cfg.pause_epochs is not None and epoch - start_epoch + 1 >= cfg.pause_epochs:
-                print0(info, f"--pause {cfg.pause_epochs}: stopping after epoch {epoch}")
-                break
-    except NonFiniteLoss as err:
-        last = os.path.join(cfg.run_dir, "last.pth.tar")
+    # --- the end ----------------------------------------------------------------------------------------
+    def diverged(self, err: NonFiniteLoss) -> TrainingDiverged:
+        last = os.path.join(self.cfg.run_dir, "last.pth.tar")
         kept = f"last good checkpoint kept: {last}" if os.path.isfile(last) else "no checkpoint was written yet"
-        raise TrainingDiverged(f"{err}; stopping ({kept}); lower --lr or set --clip-grad") from None
-    finally:
-        stop.restore()
-        if trackers is not None:
-            trackers.close()
-    if info.is_main and saver.best is not None and evaluate is not None:
-        print0(info, f"done: best metric {saver.best[1]:.4f} at epoch {saver.best[0]}; {cfg.run_dir}")
-    sys.stdout.flush()
-    return row
+        return TrainingDiverged(f"{err}; stopping ({kept}); lower --lr or set --clip-grad")
+
+    def close_logs(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
+
+    def report_best(self) -> None:
+        if self.info.is_main and self.saver.best is not None and self.evaluate is not None:
+            print0(self.info, f"done: best metric {self.saver.best[1]:.4f} at epoch {self.saver.best[0]}; "
+                              f"{self.cfg.run_dir}")
+        sys.stdout.flush()
 
 
 def evaluating(epoch: int, epochs: int, stopped: bool, interval: int = 1) -> bool:
     return stopped or epoch == epochs - 1 or (epoch + 1) % max(1, interval) == 0
-
-
-class ResumeRng:
-    """The loader, whose iterator is created first and then the resumed RNG state applied: creating the
-    iterator draws from the generators exactly as in the run that was interrupted."""
-
-    def __init__(self, loader, ctx: LoopContext):
-        self.loader = loader
-        self.ctx = ctx
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        state = self.ctx.extra.pop("restore_rng", None)
-        if state is not None:
-            set_rng_state(state)
-        yield from iterator
 
 
 def report_bad_files(data, info, epoch: int) -> None:
@@ -393,11 +364,3 @@ def report_bad_files(data, info, epoch: int) -> None:
     total = int(distributed.all_reduce_sum(torch.tensor(count, device=info.device), info).item())
     if total:
         print0(info, f"warning: epoch {epoch}: skipped {total} unreadable image(s), e.g. {first or 'on another rank'}")
-
-
-def _requeue(stop: StopSignal, info) -> None:
-    """Under SLURM, a pre-empted job puts itself back in the queue (rank 0 only)."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if stop.received == signal.SIGUSR1 and job and info.is_main:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
-        print0(info, f"scontrol requeue {job}: " + ("done" if result.returncode == 0 else result.stderr.strip()))
