@@ -62,8 +62,8 @@ TOY_RUNS = [
     ("exe_rcdb_test.sh", "mpirun", "wds", {"INSTANCES": 4, "SHARD_SIZE": 10, "BATCH": 8}),
     ("exe_visualatom_test.sh", "torchrun", "png", {"INSTANCES": 4, "BATCH": 8, "FT_BATCH": 8}),
     ("exe_1pfrac_test.sh", "none", "png", {"PRE_EPOCHS": 2, "FT_CLASSES": 10}),
-    ("exe_ofdb_test.sh", "none", "onthefly", {"PRE_EPOCHS": 2, "BATCH": 4, "INSTANCES": 2}),
-]
+    ("exe_ofdb_test.sh", "none", "onthefly", {"PRE_EPOCHS": 2, "BATCH": 4, "INSTANCES": 2, "FT_DATA": None}),
+]  # FT_DATA None: the twin's own default, scikit-learn's digits
 
 
 @pytest.mark.parametrize("script,launcher,fmt,extra", TOY_RUNS, ids=[r[0] for r in TOY_RUNS])
@@ -75,10 +75,15 @@ def test_toy_run(script, launcher, fmt, extra, ft_data, tmp_path):
     tiny = f"--input-size 3 32 32 {vit} {CPU}"
     env = script_env(tmp_path, FT_DATA=ft_data, LAUNCHER=launcher, NGPUS=nprocs, NPERNODE=nprocs, FORMAT=fmt,
                      MPI_ARGS="--oversubscribe", RENDER_ARGS="--size 32", PRE_ARGS=tiny, FT_ARGS=tiny)
-    env.update({k: str(v) for k, v in extra.items()})
+    env.update({k: str(v) for k, v in extra.items() if v is not None})
+    for key in [k for k, v in extra.items() if v is None]:
+        env.pop(key)
     proc = run_script(script, env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
+    if "FT_DATA" not in env:  # exported the digits next to OUTPUT and fine-tuned on them
+        assert "FT_DATA is unset: fine-tuning on scikit-learn's digits" in out
+        assert len(os.listdir(tmp_path / "data" / "digits" / "train")) == 10
     if nprocs > 1:
         assert f"world=2 ({'openmpi' if launcher == 'mpirun' else 'torchrun'}, cpu)" in out, out[-3000:]
     pre_runs = os.listdir(tmp_path / "output" / "pretrain")
