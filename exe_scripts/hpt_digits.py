@@ -104,7 +104,7 @@ def main() -> None:
     print(f"\nlinear probe on digits (test top-1 at best val, lr chosen on val; {args.arch}, {args.steps} "
           "MoCo v2 steps):")
     for r in sorted(records, key=lambda r: (r["basetrain"], r["steps"])):
-        start = {"none": "random init", "fractaldb_supervised": "FractalDB (fdsl pretrain)"}.get(r["basetrain"],
+        start = {"no": "random init", "fractaldb_supervised": "FractalDB (fdsl pretrain)"}.get(r["basetrain"],
                                                                                                 r["basetrain"])
         what = f"{start} + MoCo v2 {r['steps']} steps" if r["steps"] else f"{start}, no MoCo"
         print(f"  {what:<48} {r['result']:.2f}  (val {r['val']:.2f}, {r['variant']})")

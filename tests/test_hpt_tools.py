@@ -76,7 +76,8 @@ def test_detectron2_key_renaming(tmp_path, r50_state):
     with open(tmp_path / "d2.pkl", "rb") as f:
         d2 = pickle.load(f)
     assert d2["matching_heuristics"] is True and d2["__author__"] == "fdsl"
-    assert n == len(d2["model"]) == sum(1 for k in r50_state if not k.startswith("fc.") and "num_batches" not in k)
+    assert n == len(d2["model"]) == 318  # every backbone key, the 53 num_batches_tracked included (published)
+    assert int(d2["model"]["res4.5.conv2.norm.num_batches_tracked"]) == int(r50_state["layer3.5.bn2.num_batches_tracked"])
     assert isinstance(d2["model"]["res5.2.conv3.norm.weight"], np.ndarray)
     np.testing.assert_array_equal(d2["model"]["stem.conv1.weight"], r50_state["conv1.weight"].numpy())
 
@@ -180,15 +181,15 @@ def test_project_layout_and_unknown_keys(proj, fdsl_cli):
         "pretrain/moco_v2_800ep_basetrain/2byol-iters.yaml", "pretrain/moco_v2_800ep_basetrain/4byol-iters.yaml",
         "pretrain/moco_v2_800ep_basetrain/4bn-iters.yaml", "pretrain/no_basetrain/4-iters.yaml",
         "pretrain/no_basetrain/4byol-iters.yaml",
-        "linear-eval/linear-eval-lr30-s0.yaml", "linear-eval/linear-eval-lr30-s1.yaml",
+        "linear-eval/linear-eval-lr-s0.yaml", "linear-eval/linear-eval-lr-s1.yaml",
         "finetune/4-labels/4-iter-0_01-lr-finetune.yaml", "finetune/4-labels/2-epoch-0_01-lr-finetune.yaml",
         "finetune/all-labels/4-iter-0_01-lr-finetune.yaml", "finetune/all-labels/2-epoch-0_01-lr-finetune.yaml"])
     pre = _yaml(proj / "hpt/configs/pretrain/no_basetrain/4-iters.yaml")
     assert pre["checkpoint_interval"] == 2 and pre["base"] == "" and pre["batch_size"] == 4  # N/2 from scratch
     bn = _yaml(proj / "hpt/configs/pretrain/moco_v2_800ep_basetrain/4bn-iters.yaml")
     assert bn["bn_only"] and bn["method"] == "moco" and bn["checkpoint_interval"] == 4
-    lin = _yaml(proj / "hpt/configs/linear-eval/linear-eval-lr30-s1.yaml")
-    assert lin["seed"] == 1 and lin["lr_steps"] == [3, 4] and lin["lr"] == 30
+    lin = _yaml(proj / "hpt/configs/linear-eval/linear-eval-lr-s1.yaml")
+    assert lin["seed"] == 1 and lin["lr_steps"] == [2, 4] and lin["lr"] == 30  # 1651/3333 of 5000, scaled
     ft = _yaml(proj / "hpt/configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml")
     assert ft["train_list"].endswith("lists/train-4.txt") and ft["head_lr_mult"] == 100
     assert len((proj / "hpt/lists/train-4.txt").read_text().splitlines()) == 4
@@ -272,24 +273,24 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
     # index 9 (string order would pick "9" > "10" wrongly only for the index; the value decides here)
     val = [99, 10, 10, 10, 10, 10, 20, 30, 30, 50, 40, 50]
     test = [1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 11, 12]
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr30-s0"), val, test, 12)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr30-s1"), val, test, 12)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "0-iters-linear-eval-lr30-s0"), [5, 6], [7, 8], 2)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep-src_50it_basetrain", "4bn-iters-linear-eval-lr30-s0"), [5, 6],
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr-s0"), val, test, 12)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr-s1"), val, test, 12)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "0-iters-linear-eval-lr-s0"), [5, 6], [7, 8], 2)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep-src_50it_basetrain", "4bn-iters-linear-eval-lr-s0"), [5, 6],
                [7, 9], 2)
-    _fake_eval(os.path.join(lin, "no_basetrain", "4byol-iters-linear-eval-lr30-s0"), [1, 2, 3], [4, 5, 6], 12)
+    _fake_eval(os.path.join(lin, "no_basetrain", "4byol-iters-linear-eval-lr-s0"), [1, 2, 3], [4, 5, 6], 12)
     _fake_eval(os.path.join(root, "work", "finetune", "4-labels", "no_basetrain",
                             "4-iters-4-iter-0_01-lr-finetune"), [1, 2], [3, 4], 2)
     records = {r["file"]: r for r in results.collect(root)}
-    assert "INCOMPLETE linear-eval/no_basetrain/4byol-iters-linear-eval-lr30-s0: 3 of 12" in capsys.readouterr().err
-    r = records["linear-eval/moco_v2_800ep_basetrain/4-iters-linear-eval-lr30-s1"]
-    assert (r["result"], r["val"], r["best_step"], r["sample"], r["variant"]) == (60, 50, 100, 1, "linear-eval-lr30")
+    assert "INCOMPLETE linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0: 3 of 12" in capsys.readouterr().err
+    r = records["linear-eval/moco_v2_800ep_basetrain/4-iters-linear-eval-lr-s1"]
+    assert (r["result"], r["val"], r["best_step"], r["sample"], r["variant"]) == (60, 50, 100, 1, "linear-eval-lr")
     assert r["complete"] and r["steps"] == 4 and r["method"] == "moco" and r["basetrain"] == "moco_v2_800ep"
-    h = records["linear-eval/moco_v2_800ep-src_50it_basetrain/4bn-iters-linear-eval-lr30-s0"]
+    h = records["linear-eval/moco_v2_800ep-src_50it_basetrain/4bn-iters-linear-eval-lr-s0"]
     assert (h["basetrain"], h["pretrain_data"], h["bn_only"], h["pretrain_iters"]) == ("moco_v2_800ep", "src_50it",
                                                                                         True, "4bn")
-    b = records["linear-eval/no_basetrain/4byol-iters-linear-eval-lr30-s0"]
-    assert b["basetrain"] == "none" and b["method"] == "byol" and not b["complete"]
+    b = records["linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0"]
+    assert (b["basetrain"], b["pretrain_data"], b["method"], b["complete"]) == ("no", "toy", "byol", False)
     f = records["finetune/4-labels/no_basetrain/4-iters-4-iter-0_01-lr-finetune"]
     assert f["subset"] == "4-labels" and f["result_type"] == "finetune" and f["result"] == 4
     [path] = results.write(root, list(records.values()))
@@ -336,6 +337,21 @@ def test_a_source_backbone_names_the_chain(tmp_path):
                       str(src / "final_backbone.json"))
     assert project.base_name(str(src / "final_backbone.pth")) == "moco_v2_800ep-resisc_50000it"
     assert project.base_name(str(tmp_path / "imagenet_r50-21352794.pth")) == "imagenet_r50_21352794"
-    record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr30-s2")
+    record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr-s2")
     assert (record["basetrain"], record["pretrain_data"], record["steps"], record["sample"]) == \
         ("moco_v2_800ep", "resisc_50000it", 500, 2)
+
+
+def test_linear_eval_drops_are_the_published_1651_3333():
+    """The generated linear-eval config and `fdsl hpt linear` agree with the published template (1651, 3333;
+    the generator used to write 1668)."""
+    from fdsl.ssl.hpt.options import PROBE
+
+    p = project._merge({"shortname": "x", "data": {"mean": [0.5] * 3, "std": [0.2] * 3, "num_classes": 2,
+                                                   "train_list": "t", "val_list": "v", "test_list": "e"}},
+                       project.DEFAULTS, "x")
+    configs = project.linear_configs(p)
+    assert sorted(configs) == [f"linear-eval/linear-eval-lr-s{k}.yaml" for k in range(3)]
+    assert {tuple(c["lr_steps"]) for c in configs.values()} == {(1651, 3333)} == {tuple(PROBE["lr_steps"][0])}
+    p["linear"]["lr"] = [3.0, 30.0]  # a sweep names each lr
+    assert "linear-eval/linear-eval-lr3-s0.yaml" in project.linear_configs(p)

@@ -184,14 +184,14 @@ def detectron2_key(key: str) -> str:
 
 
 def to_detectron2(src: str, out: str) -> int:
-    """Convert a backbone (or any MoCo/BYOL checkpoint) to detectron2's format: renamed keys, numpy arrays,
+    """Convert a backbone (or any MoCo/BYOL checkpoint) to detectron2's format: every key renamed (the
+    num_batches_tracked counters kept, as published: 318 keys for a ResNet-50), numpy arrays,
     `matching_heuristics`. `.pkl` is written with pickle (what detectron2 reads without torch.load); any other
     name with torch.save, as published."""
     _, sd = backbone_state_dict(checkpoint.load(src))
     if not sd:
         raise UserError(f"{src} holds no backbone weights")
-    model = {detectron2_key(k): v.detach().cpu().numpy() for k, v in sd.items()
-             if not k.endswith("num_batches_tracked")}
+    model = {detectron2_key(k): v.detach().cpu().numpy() for k, v in sd.items()}  # num_batches_tracked too
     obj = {"model": model, "__author__": "fdsl", "matching_heuristics": True}
     tmp = f"{out}.tmp{os.getpid()}"
     if out.endswith(".pkl"):

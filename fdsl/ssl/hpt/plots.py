@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from fdsl.ssl.hpt.results import read_jsonl
 
-LABELS = {"none": "random init", "moco_v2_800ep": "MoCo ImageNet init",
+LABELS = {"no": "random init", "none": "random init", "moco_v2_800ep": "MoCo ImageNet init",
           "imagenet_r50_supervised": "supervised ImageNet init"}
 
 
@@ -151,7 +151,7 @@ def knn_plot(root: str, dataset: str, out_dir: str) -> list[str]:
         tag = os.path.basename(os.path.dirname(path))
         base = os.path.basename(os.path.dirname(os.path.dirname(path))).removesuffix("_basetrain")
         ax.plot([r["step"] for r in rows], [r["knn_top1"] for r in rows], marker=".",
-                label=f"{_label('none' if base == 'no' else base, 'moco')}, {tag}")
+                label=f"{_label(base, 'moco')}, {tag}")
         first += [r["step"] for r in rows if r["step"] > 0][:1]
     ax.set_xscale("symlog", linthresh=min(first or [1]))  # step 0 (the base itself) stays on the axis
     ax.set_xlabel("pre-training steps")

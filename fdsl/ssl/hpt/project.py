@@ -8,7 +8,7 @@ valid one). The generator writes, under the project folder ROOT (default hpt/<sh
     ROOT/configs/pretrain/<base>_basetrain/<N>-iters.yaml     MoCo v2 from <base> for N optimiser steps
     ROOT/configs/pretrain/<base>_basetrain/<N>bn-iters.yaml   HPT-BN (only BatchNorm trains)
     ROOT/configs/pretrain/<base>_basetrain/<N>byol-iters.yaml BYOL
-    ROOT/configs/linear-eval/linear-eval-lr<lr>-s<k>.yaml     linear probe, seed k
+    ROOT/configs/linear-eval/linear-eval-lr-s<k>.yaml         linear probe, seed k (-lr<lr>- when lr is a list)
     ROOT/configs/finetune/<n>-labels/<T>-iter-<lr>-lr-finetune.yaml and <E>-epoch-<lr>-lr-finetune.yaml
     ROOT/lists/<train list>-<n>.txt                           the class-balanced n-label training lists
 
@@ -56,6 +56,7 @@ DEFAULTS = {
     "methods": ["moco"],  # moco and/or byol
     "pretrain": {},  # any other `fdsl hpt pretrain` option for every pre-training stage (batch_size, lr, ...)
     # lr: one value (published 30), or a list to sweep (the plots then keep the lr with the best val)
+    # lr_drops: None = the published 1651, 3333 (scaled when iters is not 5000)
     "linear": {"iters": 5000, "lr": 30.0, "lr_drops": None, "reruns": 3, "batch_size": 512,
                "eval_interval": 100, "workers": 8},
     "finetune": {"num_train_labels": [1000, "all"], "lrs": [0.01, 0.001], "by_iter": 2500,
@@ -199,11 +200,27 @@ def pretrain_configs(p: dict, root: str) -> dict[str, dict]:
     return out
 
 
+PUBLISHED_LINEAR_DROPS = (1651, 3333)  # of the published 5000-step linear eval (pretraining-config-template.sh)
+
+
+def linear_drops(iters: int) -> list[int]:
+    """lr x 0.1 steps of a linear eval of `iters` steps: the published 1651 and 3333 at 5000, scaled with the
+    budget otherwise."""
+    return [round(iters * d / 5000) for d in PUBLISHED_LINEAR_DROPS]
+
+
+def linear_name(lr: float, sweep: bool) -> str:
+    """linear-eval-lr: the published name (its generator left the lr out), whose variant the published
+    plot-results.py selects; an lr sweep names each lr (linear-eval-lr0_3, ...)."""
+    return f"linear-eval-lr{lr_tag(lr) if sweep else ''}"
+
+
 def linear_configs(p: dict) -> dict[str, dict]:
     lin, d = p["linear"], p["data"]
-    drops = lin["lr_drops"] or [round(lin["iters"] / 3) + 1, round(2 * lin["iters"] / 3)]  # 1651, 3333 at 5000
+    drops = lin["lr_drops"] or linear_drops(lin["iters"])
     out = {}
-    for lr in lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]:
+    lrs = lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]
+    for lr in lrs:
         for seed in range(int(lin["reruns"])):
             cfg = _data_keys(p)
             cfg.update({"protocol": "linear", "train_list": d["train_list"], "val_list": d["val_list"],
@@ -212,7 +229,7 @@ def linear_configs(p: dict) -> dict[str, dict]:
                         "batch_size": lin["batch_size"], "accum_steps": 1, "eval_interval": lin["eval_interval"],
                         "momentum": 0.9, "weight_decay": 0.0, "head_lr_mult": 1.0, "seed": seed,
                         "workers": lin["workers"]})
-            out[f"linear-eval/linear-eval-lr{lr_tag(lr)}-s{seed}.yaml"] = cfg
+            out[f"linear-eval/{linear_name(lr, len(lrs) > 1)}-s{seed}.yaml"] = cfg
     return out
 
 

@@ -6,7 +6,9 @@ the test value at that same evaluation (published rule; fixed: indices compared 
 The value is top-1, or the mean per-class AUROC of multi-label lists. A run with fewer evaluations than its
 schedule promised (run.json) is flagged incomplete on stderr and in its record.
 
-Record fields (published agg-results-to-final-json, plus steps/method/bn_only parsed out of the names):
+Record fields (those of the published agg-results-to-final-json, with its values: basetrain "no" for random
+init, pretrain_data the data set itself unless the base is a chain; plus steps/method/bn_only parsed out of
+the names):
 dataset, result_type, subset, basetrain, pretrain_data, pretrain_iters, steps, method, bn_only, sample,
 variant, date, result, val, evals, complete, file. The JSON is keyed by the run's path and merged into an
 existing file, so re-aggregating updates records in place.
@@ -66,16 +68,27 @@ def best_val_test(val: list, test: list) -> tuple[int, float, float] | None:
     return best, val[best], test[best]
 
 
-def parse_run_path(rel: str) -> dict:
-    """linear-eval/<base>_basetrain/<N>-iters-linear-eval-lr30-s0 or
+def split_basetrain(name: str, dataset: str) -> tuple[str, str]:
+    """(basetrain, pretrain_data) of a <base>_basetrain folder, as the published agg-results-to-final-json:
+    `no_basetrain` -> ("no", dataset); a chain `a-b-src_50it_basetrain` -> ("a-b", "src_50it"), a level `no`
+    read as "none" there (published: every substring "no" became "none", which mangles names such as
+    "nocturne"; fdsl renames whole levels only)."""
+    levels = name.removesuffix("_basetrain").split("-")
+    if len(levels) == 1:
+        return levels[0], dataset
+    levels = ["none" if level == "no" else level for level in levels]
+    return "-".join(levels[:-1]), levels[-1]
+
+
+def parse_run_path(rel: str, dataset: str = "") -> dict:
+    """linear-eval/<base>_basetrain/<N>-iters-linear-eval-lr-s0 or
     finetune/<n>-labels/<base>_basetrain/<N>-iters-2500-iter-0_01-lr-finetune -> record fields."""
     from fdsl.ssl.hpt.project import parse_tag
 
     parts = rel.replace(os.sep, "/").split("/")
     result_type = parts[0]
     subset = parts[1] if result_type == "finetune" else "all"
-    basetrain = parts[-2].removesuffix("_basetrain")
-    base, _, source = basetrain.partition("-")
+    base, source = split_basetrain(parts[-2], dataset)
     leaf = parts[-1]
     match = re.match(r"(\d+(?:bn)?(?:byol)?)-iters-(.*)$", leaf)
     if not match:
@@ -83,8 +96,7 @@ def parse_run_path(rel: str) -> dict:
     token, rest = match.groups()
     steps, bn_only, method = parse_tag(f"{token}-iters")
     sample = re.search(r"-s(\d+)$", rest)
-    return {"result_type": result_type, "subset": subset, "basetrain": "none" if base == "no" else base,
-            "pretrain_data": source, "pretrain_iters": token, "steps": steps, "method": method,
+    return {"result_type": result_type, "subset": subset, "basetrain": base, "pretrain_data": source, "pretrain_iters": token, "steps": steps, "method": method,
             "bn_only": bn_only, "sample": int(sample.group(1)) if sample else 0,
             "variant": rest[: sample.start()] if sample else rest}
 
@@ -102,7 +114,7 @@ def collect(root: str, err=None) -> list[dict]:
                 continue
             rel = os.path.relpath(dirpath, work)
             try:
-                record = parse_run_path(rel)
+                record = parse_run_path(rel, dataset)
             except ValueError as e:
                 print(f"skipping {rel}: {e}", file=err)
                 continue
