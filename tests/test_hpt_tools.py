@@ -93,7 +93,7 @@ def test_base_weights_load_from_any_prefix_and_mismatches_are_named(tmp_path):
         load_base(backbone, str(tmp_path / name), log=logs.append)
         assert torch.equal(backbone.state_dict()["layer4.1.bn2.weight"], tv18["layer4.1.bn2.weight"])
         assert "loaded" in logs[0]
-    assert load_base(create_backbone("resnet18"), "") == "random init"
+    assert load_base(create_backbone("resnet18"), "", log=logs.append).startswith("random init (OpenSelfSup")
     with pytest.raises(UserError, match=r"\(resnet18\) does not fit the backbone: 80 backbone keys missing \(layer1.2"):
         load_base(create_backbone("resnet34"), str(tmp_path / "fdsl.pth.tar"))  # resnet34 has more blocks
     wide = {k: torch.zeros(v.shape[0] * 2, *v.shape[1:]) if k == "layer1.0.conv1.weight" else v for k, v in tv18.items()}
@@ -355,3 +355,32 @@ def test_linear_eval_drops_are_the_published_1651_3333():
     assert {tuple(c["lr_steps"]) for c in configs.values()} == {(1651, 3333)} == {tuple(PROBE["lr_steps"][0])}
     p["linear"]["lr"] = [3.0, 30.0]  # a sweep names each lr
     assert "linear-eval/linear-eval-lr3-s0.yaml" in project.linear_configs(p)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "torchvision:resnet50"])
+def test_random_init_is_openselfsup_kaiming_fan_in_with_every_bn_gamma_1(arch):
+    """The no-base baselines start as the published OpenSelfSup ResNet.init_weights: each conv's weight std is
+    sqrt(2 / fan_in) (timm/torchvision: fan_out), every BN gamma 1 and beta 0 (timm zeroes each block's last BN)."""
+
+    torch.manual_seed(0)
+    own = create_backbone(arch)
+    if arch == "resnet50":  # what the library alone gives: the last BN of each block at 0
+        assert all(float(m.bn3.weight.detach().abs().max()) == 0 for m in own.modules() if hasattr(m, "bn3"))
+    backbone = create_backbone(arch)
+    load_base(backbone, "", log=lambda _: None)
+    convs = [(n, m) for n, m in backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 53
+    ratios = []
+    for name, m in convs:
+        fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        ratios.append(float(m.weight.std()) / (2 / fan_in) ** 0.5)
+        assert abs(ratios[-1] - 1) < 0.06, name  # >= 4096 samples per layer: ~1% sampling error
+    assert abs(sum(ratios) / len(ratios) - 1) < 0.01
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 53 and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
+    kept = create_backbone(arch)
+    state = {k: v.clone() for k, v in kept.state_dict().items()}
+    load_base(kept, "", log=lambda _: None, random_init="model")  # the flag that keeps the library's init
+    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(UserError, match="--random-init 'kaiming'"):
+        load_base(kept, "", random_init="kaiming")

@@ -32,6 +32,8 @@ PRETRAIN = {
     "method": ("moco", "moco (MoCo v2) or byol"),
     "arch": ("resnet50", "backbone: any timm model with a pooled feature, or torchvision:resnet50"),
     "base": ("", "base checkpoint to start from (torchvision-style, MoCo/BYOL/OpenSelfSup, fdsl); '' = random"),
+    "random_init": ("auto", ("without --base: auto (ResNets as the published OpenSelfSup init: conv kaiming "
+                            "fan_in, BN gamma 1; other models their own), openselfsup, or model (timm's init)")),
     "base_name": (None, "name of the base in output names and the backbone's .json (default: its file stem)"),
     "dataset": ("target", "name of the data set pre-trained on (recorded with the backbone)"),
     "iters": (5000, "training budget in optimiser steps (each of batch_size x accum_steps images)"),
@@ -95,6 +97,8 @@ PROBE = {
     "protocol": ("linear", "linear (frozen backbone, BN included) or finetune (everything trains)"),
     "arch": ("resnet50", "backbone: timm name or torchvision:resnet50"),
     "weights": ("", "backbone to evaluate (final_backbone.pth, any base checkpoint); '' = random init"),
+    "random_init": ("auto", ("without --weights: auto (ResNets as the published OpenSelfSup init), openselfsup, "
+                            "or model (timm's init)")),
     "data_root": (None, "folder the list paths are relative to"),
     "train_list": (None, "labeled training list (`relpath label`; multi-label: comma lists)"),
     "val_list": (None, "labeled validation list"),

@@ -168,7 +168,7 @@ def _run(args, info) -> None:
     backbone = bb.create_backbone(args.arch)
     resuming = _resuming(args)
     if not resuming:
-        bb.load_base(backbone, args.base, log=lambda m: print0(info, m))
+        bb.load_base(backbone, args.base, log=lambda m: print0(info, m), random_init=args.random_init)
     start = "random init" if bb.is_random_init(args.base) else (args.base_name or args.base)
     if args.bn_only:
         bb.train_only_batchnorm(backbone)

@@ -46,7 +46,7 @@ def run(args) -> int:
 
 def load_backbone(args, info):
     backbone = create_backbone(args.arch)
-    load_base(backbone, args.weights, log=lambda m: print0(info, m))
+    load_base(backbone, args.weights, log=lambda m: print0(info, m), random_init=args.random_init)
     return backbone
 
 
