@@ -280,7 +280,7 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
                [7, 9], 2)
     _fake_eval(os.path.join(lin, "no_basetrain", "4byol-iters-linear-eval-lr-s0"), [1, 2, 3], [4, 5, 6], 12)
     _fake_eval(os.path.join(root, "work", "finetune", "4-labels", "no_basetrain",
-                            "4-iters-4-iter-0_01-lr-finetune"), [1, 2], [3, 4], 2)
+                            "4-iters-4-iter-0_01-lr-finetune"), [1, 2, 3, 4], [3, 4, 5, 6], 4)
     records = {r["file"]: r for r in results.collect(root)}
     assert "INCOMPLETE linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0: 3 of 12" in capsys.readouterr().err
     r = records["linear-eval/moco_v2_800ep_basetrain/4-iters-linear-eval-lr-s1"]
@@ -292,7 +292,7 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
     b = records["linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0"]
     assert (b["basetrain"], b["pretrain_data"], b["method"], b["complete"]) == ("no", "toy", "byol", False)
     f = records["finetune/4-labels/no_basetrain/4-iters-4-iter-0_01-lr-finetune"]
-    assert f["subset"] == "4-labels" and f["result_type"] == "finetune" and f["result"] == 4
+    assert f["subset"] == "4-labels" and f["result_type"] == "finetune" and f["result"] == 6  # index 3 > "2"
     [path] = results.write(root, list(records.values()))
     assert path.endswith("results/toy_results.json") and len(_json(path)) == 6
     results.write(root, [dict(r, result=1.0)])  # re-aggregation updates the record in place
@@ -373,14 +373,38 @@ def test_random_init_is_openselfsup_kaiming_fan_in_with_every_bn_gamma_1(arch):
     ratios = []
     for name, m in convs:
         fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        ratios.append(float(m.weight.std()) / (2 / fan_in) ** 0.5)
+        ratios.append(float(m.weight.detach().std()) / (2 / fan_in) ** 0.5)
         assert abs(ratios[-1] - 1) < 0.06, name  # >= 4096 samples per layer: ~1% sampling error
     assert abs(sum(ratios) / len(ratios) - 1) < 0.01
     bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(bns) == 53 and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
+    assert len(bns) == 53 and all(bool((m.weight.detach() == 1).all() and (m.bias.detach() == 0).all()) for m in bns)
     kept = create_backbone(arch)
     state = {k: v.clone() for k, v in kept.state_dict().items()}
     load_base(kept, "", log=lambda _: None, random_init="model")  # the flag that keeps the library's init
     assert all(torch.equal(v, kept.state_dict()[k]) for k, v in state.items())
     with pytest.raises(UserError, match="--random-init 'kaiming'"):
         load_base(kept, "", random_init="kaiming")
+
+
+def test_published_selection_compares_indices_as_strings():
+    """agg-results.sh: `[[ $ct > $afterlen ]]` compares strings, so with 50 evaluations the best val may come
+    from evaluations 3..9 (e.g. an early peak); --selection fixed keeps the second half only."""
+    assert results.late_evaluations(50) == [3, 4, 5, 6, 7, 8, 9, *range(26, 50)]
+    assert results.late_evaluations(50, "fixed") == list(range(25, 50))
+    assert results.late_evaluations(400)[:10] == [3, 4, 5, 6, 7, 8, 9, 21, 22, 23]
+    assert len(results.late_evaluations(400)) == 7 + 79 + 199
+    val = [10.0] * 50
+    val[5], val[30] = 90.0, 80.0
+    test = [float(i) for i in range(50)]
+    assert results.best_val_test(val, test) == (5, 90.0, 5.0)
+    assert results.best_val_test(val, test, "fixed") == (30, 80.0, 30.0)
+
+
+def test_project_uses_the_published_subset_list_beside_the_train_list(proj):
+    (proj / "data" / "train-4.txt").write_text((proj / "data" / "train.txt").read_text().splitlines()[0] + "\n")
+    root = project.generate(str(proj / "toy.yaml"), str(proj / "hpt"), log=lambda *_: None)
+    ft = _yaml(os.path.join(root, "configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml"))
+    assert ft["train_list"] == str(proj / "data" / "train-4.txt") and not os.path.exists(os.path.join(root, "lists"))
+    assert ft["published_schedule"] is True and ft["random_init"] == "auto"
+    pre = _yaml(os.path.join(root, "configs/pretrain/no_basetrain/4byol-iters.yaml"))
+    assert pre["published_schedule"] is True and pre["random_init"] == "auto"

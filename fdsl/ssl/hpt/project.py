@@ -10,7 +10,8 @@ valid one). The generator writes, under the project folder ROOT (default hpt/<sh
     ROOT/configs/pretrain/<base>_basetrain/<N>byol-iters.yaml BYOL
     ROOT/configs/linear-eval/linear-eval-lr-s<k>.yaml         linear probe, seed k (-lr<lr>- when lr is a list)
     ROOT/configs/finetune/<n>-labels/<T>-iter-<lr>-lr-finetune.yaml and <E>-epoch-<lr>-lr-finetune.yaml
-    ROOT/lists/<train list>-<n>.txt                           the class-balanced n-label training lists
+    ROOT/lists/<train list>-<n>.txt                           the class-balanced n-label training lists (unless
+                                                              <train list>-<n>.txt exists beside the train list)
 
 and `fdsl hpt run ROOT` writes the runs under ROOT/work/ with the same names (see runner.py).
 
@@ -50,6 +51,8 @@ DEFAULTS = {
         "std": None,
     },
     "base_weights": [""],  # checkpoints to start from; "" = random init
+    "random_init": "auto",  # random init: auto (ResNets as OpenSelfSup, published), openselfsup, model (timm's)
+    "published_schedule": True,  # BYOL budget and fine-tune lr drops/evaluations counted as published
     "bt_iters": [50, 500, 5000, 50000],  # budgets (optimiser steps) when starting from a base
     "no_bt_iters": [5000, 50000, 100000, 200000],  # budgets from random init
     "bn_iters": [],  # HPT-BN budgets (from each non-random base), e.g. [5000]
@@ -116,6 +119,10 @@ def validate(p: dict, path: str) -> None:
     bad = [m for m in p["methods"] if m not in METHODS]
     if bad or not p["methods"]:
         raise UserError(f"{path}: methods {bad or '[]'}: choose from {', '.join(METHODS)}")
+    from fdsl.ssl.backbone import RANDOM_INITS
+
+    if p["random_init"] not in RANDOM_INITS:
+        raise UserError(f"{path}: random_init {p['random_init']!r}: choose one of {', '.join(RANDOM_INITS)}")
     if p["bn_iters"] and all(is_random(w) for w in p["base_weights"]):
         raise UserError(f"{path}: bn_iters (HPT-BN) needs a non-random base in base_weights")
     from fdsl.ssl.hpt.options import PRETRAIN, check_keys
@@ -168,7 +175,8 @@ def lr_tag(lr: float) -> str:
 def _data_keys(p: dict) -> dict:
     d = p["data"]
     return {"data_root": d["root"], "mean": list(d["mean"]), "std": list(d["std"]), "class_map": d["class_map"],
-            "num_classes": d["num_classes"], "crop_size": p["crop_size"], "arch": p["arch"]}
+            "num_classes": d["num_classes"], "crop_size": p["crop_size"], "arch": p["arch"],
+            "random_init": p["random_init"], "published_schedule": bool(p["published_schedule"])}
 
 
 def pretrain_configs(p: dict, root: str) -> dict[str, dict]:
@@ -237,7 +245,7 @@ def finetune_configs(p: dict, root: str) -> dict[str, dict]:
     ft, d = p["finetune"], p["data"]
     out = {}
     for n in ft["num_train_labels"]:
-        train = d["train_list"] if str(n) == "all" else os.path.join(root, "lists", _subset_name(d["train_list"], n))
+        train = d["train_list"] if str(n) == "all" else subset_list(d["train_list"], n, root)
         schedules = [("iter", ft["by_iter"], ft["by_iter_lr_steps"], ft["eval_interval"])] if ft["by_iter"] else []
         if ft["by_epoch"]:
             schedules.append(("epoch", ft["by_epoch"], ft["by_epoch_lr_steps"], 1))
@@ -253,6 +261,15 @@ def finetune_configs(p: dict, root: str) -> dict[str, dict]:
                             "head_lr_mult": ft["head_lr_mult"], "seed": 0, "workers": ft["workers"]})
                 out[f"finetune/{n}-labels/{length}-{by}-{lr_tag(lr)}-lr-finetune.yaml"] = cfg
     return out
+
+
+def subset_list(train_list: str, n, root: str) -> str:
+    """The n-label training list: the published `<train list>-<n>.txt` beside the train list when the user
+    has it (the published generator required it), else fdsl's class-balanced one under ROOT/lists/."""
+    from fdsl.data.image_list import subset_path
+
+    beside = subset_path(train_list, int(n))
+    return beside if os.path.isfile(beside) else os.path.join(root, "lists", _subset_name(train_list, n))
 
 
 def _subset_name(train_list: str, n) -> str:
@@ -310,7 +327,7 @@ def _write_subsets(p: dict, root: str, log) -> None:
     for n in ft["num_train_labels"]:
         if str(n) == "all":
             continue
-        out = os.path.join(root, "lists", _subset_name(d["train_list"], n))
+        out = subset_list(d["train_list"], n, root)
         if not os.path.isfile(out):
             os.makedirs(os.path.dirname(out), exist_ok=True)
             balanced_subset(d["train_list"], int(n), ft["subset_seed"], out)

@@ -1,8 +1,9 @@
 """`fdsl hpt aggregate ROOT`: one record per evaluation run, written to ROOT/results/<dataset>_results.json.
 
 For each run (ROOT/work/linear-eval/... and ROOT/work/finetune/..., each with the metrics.jsonl its probe
-wrote): take the best validation value among the evaluations of the second half of training and report
-the test value at that same evaluation (published rule; fixed: indices compared as numbers, not strings).
+wrote): take the best validation value among the late evaluations and report the test value at that same
+evaluation. `published` (default): "late" as agg-results.sh computed it, comparing indices as strings, which
+lets some early evaluations in (late_evaluations); `fixed`: the second half, compared as numbers.
 The value is top-1, or the mean per-class AUROC of multi-label lists. A run with fewer evaluations than its
 schedule promised (run.json) is flagged incomplete on stderr and in its record.
 
@@ -56,12 +57,25 @@ def series(rows: list[dict], split: str) -> list[float | None]:
     return [r.get(key) for r in rows]
 
 
-def best_val_test(val: list, test: list) -> tuple[int, float, float] | None:
-    """(index, val, test) at the best val among evaluations n//2 .. n-1 (first one on ties)."""
-    n = len(val)
-    if n == 0:
-        return None
-    candidates = [i for i in range(n // 2, n) if val[i] is not None and test[i] is not None]
+SELECTIONS = ("published", "fixed")
+
+
+def late_evaluations(n: int, selection: str = "published") -> list[int]:
+    """The evaluations the best val is chosen among. published (agg-results.sh): index ct counts when
+    `[[ $ct > $afterlen ]]` with afterlen = n * 0.5 rounded half to even, a bash STRING comparison: with 50
+    evaluations 3..9 count besides 26..49, with 400 also 21..99. fixed: n//2 .. n-1, compared as numbers."""
+    if selection == "fixed":
+        return list(range(n // 2, n))
+    after = str(round(n * 0.5))
+    return [i for i in range(n) if str(i) > after]
+
+
+def best_val_test(val: list, test: list, selection: str = "published") -> tuple[int, float, float] | None:
+    """(index, val, test) at the best val among the late evaluations (the first one on ties; published:
+    only a val above 0 counts, as its loop starts from max_val=0)."""
+    candidates = [i for i in late_evaluations(len(val), selection) if val[i] is not None and test[i] is not None]
+    if selection == "published":
+        candidates = [i for i in candidates if val[i] > 0]
     if not candidates:
         return None
     best = max(candidates, key=lambda i: (val[i], -i))
@@ -101,7 +115,7 @@ def parse_run_path(rel: str, dataset: str = "") -> dict:
             "variant": rest[: sample.start()] if sample else rest}
 
 
-def collect(root: str, err=None) -> list[dict]:
+def collect(root: str, err=None, selection: str = "published") -> list[dict]:
     from fdsl.ssl.hpt.runner import load_root
 
     err = err or sys.stderr
@@ -118,16 +132,16 @@ def collect(root: str, err=None) -> list[dict]:
             except ValueError as e:
                 print(f"skipping {rel}: {e}", file=err)
                 continue
-            records.append(_record(dirpath, rel, dataset, record, err))
+            records.append(_record(dirpath, rel, dataset, record, err, selection))
     return records
 
 
-def _record(dirpath: str, rel: str, dataset: str, record: dict, err) -> dict:
+def _record(dirpath: str, rel: str, dataset: str, record: dict, err, selection: str = "published") -> dict:
     rows = read_jsonl(os.path.join(dirpath, "metrics.jsonl"))
     meta_path = os.path.join(dirpath, "run.json")
     meta = _load_json(meta_path) if os.path.isfile(meta_path) else {}
     val, test = series(rows, "val"), series(rows, "test")
-    best = best_val_test(val, test)
+    best = best_val_test(val, test, selection)
     expected = meta.get("expected_evals")
     complete = expected is not None and len(rows) >= expected
     if not complete:
