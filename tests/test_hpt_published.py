@@ -103,3 +103,43 @@ def test_records_match_the_published_agg_results_to_final_json(tmp_path):
     for (rel, value), pub in zip(RUNS, published.values()):
         ours = dict(results.parse_run_path(rel, "ucmerced"), dataset="ucmerced", result=value)
         assert {f: ours[f] for f in FIELDS} == {f: pub[f] for f in FIELDS}, rel
+
+
+def test_selection_matches_the_published_agg_results_sh(tmp_path):
+    """The same val/test series in mmcv .log.json files through the published agg-results.sh (needs jq and
+    bc) and through fdsl's published selection: the same test value for every run, including runs whose
+    best val is an early evaluation that the string comparison lets in."""
+    import random
+    import shutil
+
+    if not (shutil.which("jq") and shutil.which("bc")):
+        pytest.skip("agg-results.sh needs jq and bc")
+    (tmp_path / "utils").mkdir()
+    shutil.copy(_published("utils", "agg-results.sh"), tmp_path / "utils")  # run in place, never committed
+    work = tmp_path / "OpenSelfSup" / "work_dirs" / "hpt-pretrain" / "toy"
+    rng = random.Random(0)
+    runs = {}
+    for k, (folder, n) in enumerate([("linear-eval/no_basetrain/5000-iters-linear-eval-lr-s{}", 50)] * 4
+                                     + [("finetune/1000-labels/no_basetrain/50-iters-2500-iter-0_01-lr-finetune{}",
+                                         400)] * 2):
+        val = [round(rng.uniform(10, 60), 2) for _ in range(n)]
+        if k % 2 == 0:
+            val[rng.choice([3, 5, 9, 40 if n == 400 else 7])] = 99.0  # an early peak the string order admits
+        test = [round(rng.uniform(10, 60), 2) for _ in range(n)]
+        run = folder.format(k)
+        runs[f"toy/{run}/20240101_000000.log.json"] = (val, test)
+        (work / run).mkdir(parents=True)
+        lines = [json.dumps({"mode": "val", "iter": i, f"{split}-head0_top1": series[i]})
+                 for i in range(n) for split, series in (("val", val), ("test", test))]
+        (work / run / "20240101_000000.log.json").write_text("\n".join(lines) + "\n")
+    # its exit status is that of its last `(( i++ % 200 == 0 )) && wait`: 1 whatever happened
+    done = subprocess.run(["bash", str(tmp_path / "utils" / "agg-results.sh")], capture_output=True, text=True,
+                          check=False, cwd=tmp_path)
+    published = dict(line.split(" ::: ") for line in done.stdout.splitlines() if " ::: " in line)
+    assert set(published) == set(runs)
+    early = 0
+    for name, (val, test) in runs.items():
+        index, _, value = results.best_val_test(val, test)
+        assert float(published[name]) == value, name
+        early += index < len(val) // 2
+    assert early >= 3  # the early peaks were chosen by both
