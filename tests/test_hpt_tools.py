@@ -408,3 +408,9 @@ def test_project_uses_the_published_subset_list_beside_the_train_list(proj):
     assert ft["published_schedule"] is True and ft["random_init"] == "auto"
     pre = _yaml(os.path.join(root, "configs/pretrain/no_basetrain/4byol-iters.yaml"))
     assert pre["published_schedule"] is True and pre["random_init"] == "auto"
+
+
+def test_published_auroc_counts_a_one_valued_class_as_0():
+    rows = [{"val_auroc": 80.0, "val_auroc_0": 70.0, "val_auroc_1": 90.0, "val_auroc_2": None}]
+    assert results.series(rows, "val") == [pytest.approx(160 / 3)]  # agg-results.sh: the mean of all classes
+    assert results.series(rows, "val", "fixed") == [80.0]

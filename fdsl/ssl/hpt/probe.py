@@ -215,7 +215,7 @@ def _schedule(args, optimizer, per_epoch: int, at_update) -> schedule.Schedule:
 def summarise(metrics_path: str, selection: str = "published") -> dict:
     """Test at the best val among the late evaluations (as `fdsl hpt aggregate`)."""
     rows = read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []
-    best = best_val_test(series(rows, "val"), series(rows, "test"), selection)
+    best = best_val_test(series(rows, "val", selection), series(rows, "test", selection), selection)
     if best is None:
         return {"evals": len(rows), "val": None, "test": None, "step": None}
     index, val, test = best

@@ -51,10 +51,19 @@ def append_jsonl(path: str, row: dict) -> None:
     os.replace(tmp, path)
 
 
-def series(rows: list[dict], split: str) -> list[float | None]:
-    """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC."""
-    key = f"{split}_top1" if any(f"{split}_top1" in r for r in rows) else f"{split}_auroc"
-    return [r.get(key) for r in rows]
+def series(rows: list[dict], split: str, selection: str = "published") -> list[float | None]:
+    """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC over classes.
+    published (agg-results.sh averaged every <split>-auroc_<c>): a class with one label value in the split,
+    which has no AUROC, counts as 0; fixed: it is left out of the mean (the `<split>_auroc` of the row)."""
+    if any(f"{split}_top1" in r for r in rows):
+        return [r.get(f"{split}_top1") for r in rows]
+    if selection == "fixed":
+        return [r.get(f"{split}_auroc") for r in rows]
+    out = []
+    for r in rows:
+        per_class = [v for k, v in r.items() if re.fullmatch(rf"{split}_auroc_\d+", k)]
+        out.append(sum(v or 0.0 for v in per_class) / len(per_class) if per_class else None)
+    return out
 
 
 SELECTIONS = ("published", "fixed")
@@ -140,7 +149,7 @@ def _record(dirpath: str, rel: str, dataset: str, record: dict, err, selection: 
     rows = read_jsonl(os.path.join(dirpath, "metrics.jsonl"))
     meta_path = os.path.join(dirpath, "run.json")
     meta = _load_json(meta_path) if os.path.isfile(meta_path) else {}
-    val, test = series(rows, "val"), series(rows, "test")
+    val, test = series(rows, "val", selection), series(rows, "test", selection)
     best = best_val_test(val, test, selection)
     expected = meta.get("expected_evals")
     complete = expected is not None and len(rows) >= expected
