@@ -91,7 +91,9 @@ def test_base_feeds_the_backbone_and_the_probe_reports(images, tmp_path, fdsl_cl
     rows = [json.loads(line) for line in (tmp_path / "lin" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and {"val_top1", "test_top1"} <= set(rows[0])
     result = json.loads((tmp_path / "lin" / "result.json").read_text())
-    assert result["step"] == 4 and result["test"] == rows[1]["test_top1"]  # second half: the last evaluation
+    assert result["test"] is None  # published: only indices above "1" count, and 2 evaluations have none
+    fixed = result["fixed"]  # the second half: the last evaluation
+    assert fixed["step"] == 4 and fixed["test"] == rows[1]["test_top1"] and fixed["evals"] == 2
     assert json.loads((tmp_path / "lin" / "run.json").read_text())["expected_evals"] == 2
     probe = torch.load(tmp_path / "lin" / "last.pth.tar", weights_only=True)["state_dict"]
     final = torch.load(tmp_path / "pre" / "final_backbone.pth", weights_only=True)["state_dict"]
