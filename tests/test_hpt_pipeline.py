@@ -133,15 +133,16 @@ def test_finetune_trains_the_head_at_100x_by_epoch(images, tmp_path, fdsl_cli):
 
 
 def test_finetune_by_iter_evaluates_every_n_forward_passes_as_published(images, tmp_path, fdsl_cli):
-    """6 steps of 2 x 4 accumulated, evaluations every 5 passes: at passes 5, 10, 15, 20 (steps 1.25 ... 5,
-    between optimiser steps), as the published ValidateHook; every 4 passes they fall after steps 1..6 and
-    see the same weights as the fixed schedule's evaluation after every step."""
+    """6 steps of 2 x 4 accumulated. Evaluations every 2 passes: at passes 2, 4, ... (steps 0.5, 1, ...; half
+    of them between optimiser steps), as the published ValidateHook. Every 4 passes they fall after steps
+    1..6: the same values as the mid-step run's at those passes and as the schedule counted in steps with the
+    equivalent drop; evaluating between steps leaves the training as it was."""
     lst = "".join(f"{p.relative_to(images)} {int(p.parent.name)}\n" for p in sorted(Path(images).rglob("*.png")))
     (Path(images) / "ft.txt").write_text(lst)
     labels = Path(images) / "ft.txt"
     common = ["hpt", "finetune", "--weights", "", *TINY, "--data-root", images, "--train-list", labels,
               "--val-list", labels, "--test-list", labels, "--test-precrop-size", "16", "--iters", "6",
-              "--lr-steps", "9", "--batch-size", "2", "--accum-steps", "4"]
+              "--batch-size", "2", "--accum-steps", "4"]
 
     def rows(name, *extra):
         code, _, err = fdsl_cli(*common, *extra, "--output", tmp_path / name)
@@ -151,12 +152,18 @@ def test_finetune_by_iter_evaluates_every_n_forward_passes_as_published(images, 
         assert len(out) == meta["expected_evals"]
         return out
 
-    mid = rows("mid", "--eval-interval", "5")
-    assert [(r["passes"], r["step"]) for r in mid] == [(5, 1.25), (10, 2.5), (15, 3.75), (20, 5.0)]
+    def scores(rs):
+        return [(r["val_top1"], r["test_top1"]) for r in rs]
+
+    mid = rows("mid", "--eval-interval", "2", "--lr-steps", "9")  # lr x 0.1 from pass 9 = before step 2
+    assert [(r["passes"], r["step"]) for r in mid] == [(2 * k, k / 2) for k in range(1, 13)]
     ckpt = torch.load(tmp_path / "mid" / "last.pth.tar", weights_only=True)
     assert ckpt["method"]["passes"] == 24 and ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
-    on_steps = rows("on", "--eval-interval", "4")
-    fixed = rows("fixed", "--eval-interval", "1", "--published-schedule", "false")
+    on_steps = rows("on", "--eval-interval", "4", "--lr-steps", "9")
+    fixed = rows("fixed", "--eval-interval", "1", "--published-schedule", "false", "--lr-steps", "2")
     assert [r["step"] for r in on_steps] == [r["step"] for r in fixed] == [1, 2, 3, 4, 5, 6]
-    drop = ("val_top1", "test_top1")
-    assert [[r[k] for k in drop] for r in on_steps[:2]] == [[r[k] for k in drop] for r in fixed[:2]]
+    assert scores(on_steps) == scores(fixed) == scores(mid[1::2])
+    last = {name: torch.load(tmp_path / name / "last.pth.tar", weights_only=True)["state_dict"]
+            for name in ("mid", "on", "fixed")}
+    _same_states(last["on"], last["fixed"])
+    _same_states(last["mid"], last["on"])

@@ -212,6 +212,9 @@ def _run(args, info) -> None:
     method = build_method(args, info, backbone, batch)
     method.module.to(info.device)
     steps, _ = budget(args)
+    if steps != args.iters:
+        print0(info, f"BYOL --iters {args.iters} as the published {args.iters}-iters config: {steps} steps of "
+                     f"{args.batch_size}x{args.accum_steps} images (--published-schedule false: {args.iters})")
     epoch_updates = max(1, min(steps, args.epoch_updates))
     views = build_views(args.method, args.crop_size, args.mean, args.std, args.aug, args.hue)
     data, loader = build_data(args, info, batch, epoch_updates * args.accum_steps, views)
