@@ -50,14 +50,15 @@ def test_resume_is_exact(images, tmp_path, fdsl_cli, method, extra):
     assert straight["method"] == resumed["method"]
     if method == "moco":
         assert straight["method"]["micro_steps"] == 6 and int(straight["state_dict"]["queue_ptr"]) == 6 * 8 % 16
-    else:
-        assert straight["method"]["updates"] == 6
-        assert straight["method"]["tau"] == pytest.approx(tau_at(5, 6, 0.99))
+    else:  # published: the 6-iters BYOL budget is 12 steps of 4 x 2, tau counted in forward passes
+        assert straight["method"]["updates"] == 12
+        assert straight["method"]["tau"] == pytest.approx(tau_at(2 * 11 + 1, 24, 0.99))
     final = [torch.load(Path(tmp_path) / r / "final_backbone.pth", weights_only=True)["state_dict"]
              for r in ("straight", "resumed")]
     _same_states(*final)
     meta = json.loads((tmp_path / "resumed" / "final_backbone.json").read_text())
     assert meta["iters"] == 6 and meta["method"] == method and meta["basetrain"] == "no"
+    assert meta["steps"] == (6 if method == "moco" else 12)
 
 
 def test_base_feeds_the_backbone_and_the_probe_reports(images, tmp_path, fdsl_cli):
@@ -90,7 +91,9 @@ def test_base_feeds_the_backbone_and_the_probe_reports(images, tmp_path, fdsl_cl
     rows = [json.loads(line) for line in (tmp_path / "lin" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and {"val_top1", "test_top1"} <= set(rows[0])
     result = json.loads((tmp_path / "lin" / "result.json").read_text())
-    assert result["step"] == 4 and result["test"] == rows[1]["test_top1"]  # second half: the last evaluation
+    assert result["test"] is None  # published: only indices above "1" count, and 2 evaluations have none
+    fixed = result["fixed"]  # the second half: the last evaluation
+    assert fixed["step"] == 4 and fixed["test"] == rows[1]["test_top1"] and fixed["evals"] == 2
     assert json.loads((tmp_path / "lin" / "run.json").read_text())["expected_evals"] == 2
     probe = torch.load(tmp_path / "lin" / "last.pth.tar", weights_only=True)["state_dict"]
     final = torch.load(tmp_path / "pre" / "final_backbone.pth", weights_only=True)["state_dict"]
@@ -127,3 +130,40 @@ def test_finetune_trains_the_head_at_100x_by_epoch(images, tmp_path, fdsl_cli):
     assert backbone_lr == pytest.approx(0.001) and head_lr == pytest.approx(0.1)  # after the drop at epoch 1
     rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1] and rows[0]["step"] == 3  # 24 images / 4 = 6 batches / 2
+
+
+def test_finetune_by_iter_evaluates_every_n_forward_passes_as_published(images, tmp_path, fdsl_cli):
+    """6 steps of 2 x 4 accumulated. Evaluations every 2 passes: at passes 2, 4, ... (steps 0.5, 1, ...; half
+    of them between optimiser steps), as the published ValidateHook. Every 4 passes they fall after steps
+    1..6: the same values as the mid-step run's at those passes and as the schedule counted in steps with the
+    equivalent drop; evaluating between steps leaves the training as it was."""
+    lst = "".join(f"{p.relative_to(images)} {int(p.parent.name)}\n" for p in sorted(Path(images).rglob("*.png")))
+    (Path(images) / "ft.txt").write_text(lst)
+    labels = Path(images) / "ft.txt"
+    common = ["hpt", "finetune", "--weights", "", *TINY, "--data-root", images, "--train-list", labels,
+              "--val-list", labels, "--test-list", labels, "--test-precrop-size", "16", "--iters", "6",
+              "--batch-size", "2", "--accum-steps", "4"]
+
+    def rows(name, *extra):
+        code, _, err = fdsl_cli(*common, *extra, "--output", tmp_path / name)
+        assert code == 0, err
+        meta = json.loads((tmp_path / name / "run.json").read_text())
+        out = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert len(out) == meta["expected_evals"]
+        return out
+
+    def scores(rs):
+        return [(r["val_top1"], r["test_top1"]) for r in rs]
+
+    mid = rows("mid", "--eval-interval", "2", "--lr-steps", "9")  # lr x 0.1 from pass 9 = before step 2
+    assert [(r["passes"], r["step"]) for r in mid] == [(2 * k, k / 2) for k in range(1, 13)]
+    ckpt = torch.load(tmp_path / "mid" / "last.pth.tar", weights_only=True)
+    assert ckpt["method"]["passes"] == 24 and ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    on_steps = rows("on", "--eval-interval", "4", "--lr-steps", "9")
+    fixed = rows("fixed", "--eval-interval", "1", "--published-schedule", "false", "--lr-steps", "2")
+    assert [r["step"] for r in on_steps] == [r["step"] for r in fixed] == [1, 2, 3, 4, 5, 6]
+    assert scores(on_steps) == scores(fixed) == scores(mid[1::2])
+    last = {name: torch.load(tmp_path / name / "last.pth.tar", weights_only=True)["state_dict"]
+            for name in ("mid", "on", "fixed")}
+    _same_states(last["on"], last["fixed"])
+    _same_states(last["mid"], last["on"])

@@ -76,7 +76,8 @@ def test_detectron2_key_renaming(tmp_path, r50_state):
     with open(tmp_path / "d2.pkl", "rb") as f:
         d2 = pickle.load(f)
     assert d2["matching_heuristics"] is True and d2["__author__"] == "fdsl"
-    assert n == len(d2["model"]) == sum(1 for k in r50_state if not k.startswith("fc.") and "num_batches" not in k)
+    assert n == len(d2["model"]) == 318  # every backbone key, the 53 num_batches_tracked included (published)
+    assert int(d2["model"]["res4.5.conv2.norm.num_batches_tracked"]) == int(r50_state["layer3.5.bn2.num_batches_tracked"])
     assert isinstance(d2["model"]["res5.2.conv3.norm.weight"], np.ndarray)
     np.testing.assert_array_equal(d2["model"]["stem.conv1.weight"], r50_state["conv1.weight"].numpy())
 
@@ -92,7 +93,7 @@ def test_base_weights_load_from_any_prefix_and_mismatches_are_named(tmp_path):
         load_base(backbone, str(tmp_path / name), log=logs.append)
         assert torch.equal(backbone.state_dict()["layer4.1.bn2.weight"], tv18["layer4.1.bn2.weight"])
         assert "loaded" in logs[0]
-    assert load_base(create_backbone("resnet18"), "") == "random init"
+    assert load_base(create_backbone("resnet18"), "", log=logs.append).startswith("random init (OpenSelfSup")
     with pytest.raises(UserError, match=r"\(resnet18\) does not fit the backbone: 80 backbone keys missing \(layer1.2"):
         load_base(create_backbone("resnet34"), str(tmp_path / "fdsl.pth.tar"))  # resnet34 has more blocks
     wide = {k: torch.zeros(v.shape[0] * 2, *v.shape[1:]) if k == "layer1.0.conv1.weight" else v for k, v in tv18.items()}
@@ -180,15 +181,15 @@ def test_project_layout_and_unknown_keys(proj, fdsl_cli):
         "pretrain/moco_v2_800ep_basetrain/2byol-iters.yaml", "pretrain/moco_v2_800ep_basetrain/4byol-iters.yaml",
         "pretrain/moco_v2_800ep_basetrain/4bn-iters.yaml", "pretrain/no_basetrain/4-iters.yaml",
         "pretrain/no_basetrain/4byol-iters.yaml",
-        "linear-eval/linear-eval-lr30-s0.yaml", "linear-eval/linear-eval-lr30-s1.yaml",
+        "linear-eval/linear-eval-lr-s0.yaml", "linear-eval/linear-eval-lr-s1.yaml",
         "finetune/4-labels/4-iter-0_01-lr-finetune.yaml", "finetune/4-labels/2-epoch-0_01-lr-finetune.yaml",
         "finetune/all-labels/4-iter-0_01-lr-finetune.yaml", "finetune/all-labels/2-epoch-0_01-lr-finetune.yaml"])
     pre = _yaml(proj / "hpt/configs/pretrain/no_basetrain/4-iters.yaml")
     assert pre["checkpoint_interval"] == 2 and pre["base"] == "" and pre["batch_size"] == 4  # N/2 from scratch
     bn = _yaml(proj / "hpt/configs/pretrain/moco_v2_800ep_basetrain/4bn-iters.yaml")
     assert bn["bn_only"] and bn["method"] == "moco" and bn["checkpoint_interval"] == 4
-    lin = _yaml(proj / "hpt/configs/linear-eval/linear-eval-lr30-s1.yaml")
-    assert lin["seed"] == 1 and lin["lr_steps"] == [3, 4] and lin["lr"] == 30
+    lin = _yaml(proj / "hpt/configs/linear-eval/linear-eval-lr-s1.yaml")
+    assert lin["seed"] == 1 and lin["lr_steps"] == [2, 4] and lin["lr"] == 30  # 1651/3333 of 5000, scaled
     ft = _yaml(proj / "hpt/configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml")
     assert ft["train_list"].endswith("lists/train-4.txt") and ft["head_lr_mult"] == 100
     assert len((proj / "hpt/lists/train-4.txt").read_text().splitlines()) == 4
@@ -272,26 +273,26 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
     # index 9 (string order would pick "9" > "10" wrongly only for the index; the value decides here)
     val = [99, 10, 10, 10, 10, 10, 20, 30, 30, 50, 40, 50]
     test = [1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 11, 12]
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr30-s0"), val, test, 12)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr30-s1"), val, test, 12)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "0-iters-linear-eval-lr30-s0"), [5, 6], [7, 8], 2)
-    _fake_eval(os.path.join(lin, "moco_v2_800ep-src_50it_basetrain", "4bn-iters-linear-eval-lr30-s0"), [5, 6],
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr-s0"), val, test, 12)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "4-iters-linear-eval-lr-s1"), val, test, 12)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep_basetrain", "0-iters-linear-eval-lr-s0"), [5, 6], [7, 8], 2)
+    _fake_eval(os.path.join(lin, "moco_v2_800ep-src_50it_basetrain", "4bn-iters-linear-eval-lr-s0"), [5, 6],
                [7, 9], 2)
-    _fake_eval(os.path.join(lin, "no_basetrain", "4byol-iters-linear-eval-lr30-s0"), [1, 2, 3], [4, 5, 6], 12)
+    _fake_eval(os.path.join(lin, "no_basetrain", "4byol-iters-linear-eval-lr-s0"), [1, 2, 3], [4, 5, 6], 12)
     _fake_eval(os.path.join(root, "work", "finetune", "4-labels", "no_basetrain",
-                            "4-iters-4-iter-0_01-lr-finetune"), [1, 2], [3, 4], 2)
+                            "4-iters-4-iter-0_01-lr-finetune"), [1, 2, 3, 4], [3, 4, 5, 6], 4)
     records = {r["file"]: r for r in results.collect(root)}
-    assert "INCOMPLETE linear-eval/no_basetrain/4byol-iters-linear-eval-lr30-s0: 3 of 12" in capsys.readouterr().err
-    r = records["linear-eval/moco_v2_800ep_basetrain/4-iters-linear-eval-lr30-s1"]
-    assert (r["result"], r["val"], r["best_step"], r["sample"], r["variant"]) == (60, 50, 100, 1, "linear-eval-lr30")
+    assert "INCOMPLETE linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0: 3 of 12" in capsys.readouterr().err
+    r = records["linear-eval/moco_v2_800ep_basetrain/4-iters-linear-eval-lr-s1"]
+    assert (r["result"], r["val"], r["best_step"], r["sample"], r["variant"]) == (60, 50, 100, 1, "linear-eval-lr")
     assert r["complete"] and r["steps"] == 4 and r["method"] == "moco" and r["basetrain"] == "moco_v2_800ep"
-    h = records["linear-eval/moco_v2_800ep-src_50it_basetrain/4bn-iters-linear-eval-lr30-s0"]
+    h = records["linear-eval/moco_v2_800ep-src_50it_basetrain/4bn-iters-linear-eval-lr-s0"]
     assert (h["basetrain"], h["pretrain_data"], h["bn_only"], h["pretrain_iters"]) == ("moco_v2_800ep", "src_50it",
                                                                                         True, "4bn")
-    b = records["linear-eval/no_basetrain/4byol-iters-linear-eval-lr30-s0"]
-    assert b["basetrain"] == "none" and b["method"] == "byol" and not b["complete"]
+    b = records["linear-eval/no_basetrain/4byol-iters-linear-eval-lr-s0"]
+    assert (b["basetrain"], b["pretrain_data"], b["method"], b["complete"]) == ("no", "toy", "byol", False)
     f = records["finetune/4-labels/no_basetrain/4-iters-4-iter-0_01-lr-finetune"]
-    assert f["subset"] == "4-labels" and f["result_type"] == "finetune" and f["result"] == 4
+    assert f["subset"] == "4-labels" and f["result_type"] == "finetune" and f["result"] == 6  # index 3 > "2"
     [path] = results.write(root, list(records.values()))
     assert path.endswith("results/toy_results.json") and len(_json(path)) == 6
     results.write(root, [dict(r, result=1.0)])  # re-aggregation updates the record in place
@@ -336,6 +337,80 @@ def test_a_source_backbone_names_the_chain(tmp_path):
                       str(src / "final_backbone.json"))
     assert project.base_name(str(src / "final_backbone.pth")) == "moco_v2_800ep-resisc_50000it"
     assert project.base_name(str(tmp_path / "imagenet_r50-21352794.pth")) == "imagenet_r50_21352794"
-    record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr30-s2")
+    record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr-s2")
     assert (record["basetrain"], record["pretrain_data"], record["steps"], record["sample"]) == \
         ("moco_v2_800ep", "resisc_50000it", 500, 2)
+
+
+def test_linear_eval_drops_are_the_published_1651_3333():
+    """The generated linear-eval config and `fdsl hpt linear` agree with the published template (1651, 3333;
+    the generator used to write 1668)."""
+    from fdsl.ssl.hpt.options import PROBE
+
+    p = project._merge({"shortname": "x", "data": {"mean": [0.5] * 3, "std": [0.2] * 3, "num_classes": 2,
+                                                   "train_list": "t", "val_list": "v", "test_list": "e"}},
+                       project.DEFAULTS, "x")
+    configs = project.linear_configs(p)
+    assert sorted(configs) == [f"linear-eval/linear-eval-lr-s{k}.yaml" for k in range(3)]
+    assert {tuple(c["lr_steps"]) for c in configs.values()} == {(1651, 3333)} == {tuple(PROBE["lr_steps"][0])}
+    p["linear"]["lr"] = [3.0, 30.0]  # a sweep names each lr
+    assert "linear-eval/linear-eval-lr3-s0.yaml" in project.linear_configs(p)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "torchvision:resnet50"])
+def test_random_init_is_openselfsup_kaiming_fan_in_with_every_bn_gamma_1(arch):
+    """The no-base baselines start as the published OpenSelfSup ResNet.init_weights: each conv's weight std is
+    sqrt(2 / fan_in) (timm/torchvision: fan_out), every BN gamma 1 and beta 0 (timm zeroes each block's last BN)."""
+
+    torch.manual_seed(0)
+    own = create_backbone(arch)
+    if arch == "resnet50":  # what the library alone gives: the last BN of each block at 0
+        assert all(float(m.bn3.weight.detach().abs().max()) == 0 for m in own.modules() if hasattr(m, "bn3"))
+    backbone = create_backbone(arch)
+    load_base(backbone, "", log=lambda _: None)
+    convs = [(n, m) for n, m in backbone.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 53
+    ratios = []
+    for name, m in convs:
+        fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        ratios.append(float(m.weight.detach().std()) / (2 / fan_in) ** 0.5)
+        assert abs(ratios[-1] - 1) < 0.06, name  # >= 4096 samples per layer: ~1% sampling error
+    assert abs(sum(ratios) / len(ratios) - 1) < 0.01
+    bns = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 53 and all(bool((m.weight.detach() == 1).all() and (m.bias.detach() == 0).all()) for m in bns)
+    kept = create_backbone(arch)
+    state = {k: v.clone() for k, v in kept.state_dict().items()}
+    load_base(kept, "", log=lambda _: None, random_init="model")  # the flag that keeps the library's init
+    assert all(torch.equal(v, kept.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(UserError, match="--random-init 'kaiming'"):
+        load_base(kept, "", random_init="kaiming")
+
+
+def test_published_selection_compares_indices_as_strings():
+    """agg-results.sh: `[[ $ct > $afterlen ]]` compares strings, so with 50 evaluations the best val may come
+    from evaluations 3..9 (e.g. an early peak); --selection fixed keeps the second half only."""
+    assert results.late_evaluations(50) == [3, 4, 5, 6, 7, 8, 9, *range(26, 50)]
+    assert results.late_evaluations(50, "fixed") == list(range(25, 50))
+    assert results.late_evaluations(400)[:10] == [3, 4, 5, 6, 7, 8, 9, 21, 22, 23]
+    assert len(results.late_evaluations(400)) == 7 + 79 + 199
+    val = [10.0] * 50
+    val[5], val[30] = 90.0, 80.0
+    test = [float(i) for i in range(50)]
+    assert results.best_val_test(val, test) == (5, 90.0, 5.0)
+    assert results.best_val_test(val, test, "fixed") == (30, 80.0, 30.0)
+
+
+def test_project_uses_the_published_subset_list_beside_the_train_list(proj):
+    (proj / "data" / "train-4.txt").write_text((proj / "data" / "train.txt").read_text().splitlines()[0] + "\n")
+    root = project.generate(str(proj / "toy.yaml"), str(proj / "hpt"), log=lambda *_: None)
+    ft = _yaml(os.path.join(root, "configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml"))
+    assert ft["train_list"] == str(proj / "data" / "train-4.txt") and not os.path.exists(os.path.join(root, "lists"))
+    assert ft["published_schedule"] is True and ft["random_init"] == "auto"
+    pre = _yaml(os.path.join(root, "configs/pretrain/no_basetrain/4byol-iters.yaml"))
+    assert pre["published_schedule"] is True and pre["random_init"] == "auto"
+
+
+def test_published_auroc_counts_a_one_valued_class_as_0():
+    rows = [{"val_auroc": 80.0, "val_auroc_0": 70.0, "val_auroc_1": 90.0, "val_auroc_2": None}]
+    assert results.series(rows, "val") == [pytest.approx(160 / 3)]  # agg-results.sh: the mean of all classes
+    assert results.series(rows, "val", "fixed") == [80.0]

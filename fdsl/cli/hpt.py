@@ -166,10 +166,11 @@ def cmd_aggregate(argv: list[str]) -> int:
                            "merges the records into ROOT/results/<dataset>_results.json.")
     p.add_argument("root")
     p.add_argument("--out-dir", help="where the JSON files go (default: ROOT/results)")
+    _selection_option(p)
     args = p.parse_args(argv)
     from fdsl.ssl.hpt import results
 
-    records = results.collect(args.root)
+    records = results.collect(args.root, selection=args.selection)
     for r in sorted(records, key=lambda r: r["file"]):
         if r["result"] is not None:
             print(f"{r['file']} ::: {r['result']:.4f}")
@@ -178,12 +179,20 @@ def cmd_aggregate(argv: list[str]) -> int:
     return 0
 
 
+def _selection_option(p) -> None:
+    p.add_argument("--selection", choices=("published", "fixed"), default="published",
+                   help="published: the late evaluations of agg-results.sh (indices compared as strings) and, "
+                        "across lrs/schedules, the best test value of plot-results.py; fixed: the second half "
+                        "compared as numbers, variants chosen on val")
+
+
 def cmd_plot(argv: list[str]) -> int:
     p = Parser(prog="fdsl hpt plot", formatter_class=HelpFormatter,
                description="Linear-eval and fine-tune accuracy vs pre-training steps per base (seeds as bands), "
                            "and the k-NN probe logged during pre-training; PNG and PDF under ROOT/plots.")
     p.add_argument("root")
     p.add_argument("--out-dir", help="default: ROOT/plots")
+    _selection_option(p)
     args = p.parse_args(argv)
     import os
 
@@ -192,8 +201,9 @@ def cmd_plot(argv: list[str]) -> int:
 
     dataset = load_root(args.root)["shortname"]
     out_dir = args.out_dir or os.path.join(args.root, "plots")
-    records = results.collect(args.root)
-    made = plots.linear_plot(records, dataset, out_dir) + plots.finetune_plots(records, dataset, out_dir)
+    records = results.collect(args.root, selection=args.selection)
+    made = plots.linear_plot(records, dataset, out_dir, args.selection)
+    made += plots.finetune_plots(records, dataset, out_dir, args.selection)
     made += plots.knn_plot(args.root, dataset, out_dir)
     for path in made:
         print(path)

@@ -79,11 +79,16 @@ class LinearProbe(Method):
 
 
 class FineTune(Method):
+    """`passes` counts forward passes (micro-batches); `after_forward(passes)`, when set, is called after each
+    one, before its backward: the published fine-tune evaluated every 25 passes, between optimiser steps."""
+
     name = "finetune"
 
     def __init__(self, backbone: nn.Module, num_classes: int, head_lr_mult: float = 100.0):
         self.module = Classifier(backbone, num_classes, frozen=False)
         self.head_lr_mult = head_lr_mult
+        self.passes = 0
+        self.after_forward = None
 
     def optimizer_params(self):
         """Two groups; the protocol sets each group's lr to base lr x `lr_scale`."""
@@ -94,7 +99,16 @@ class FineTune(Method):
         images, targets = batch
         with ctx.autocast():
             loss = classification_loss(model(images), targets)
+        self.passes += 1
+        if self.after_forward is not None:
+            self.after_forward(self.passes)
         return StepOutput(loss, images.shape[0])
+
+    def state_dict(self) -> dict:
+        return {"passes": self.passes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.passes = int(state.get("passes", 0))
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:

@@ -68,6 +68,36 @@ def is_random_init(path: str | None) -> bool:
     return path is None or str(path).strip().lower() in RANDOM_INIT
 
 
+RANDOM_INITS = ("auto", "openselfsup", "model")
+
+
+def is_resnet(backbone: nn.Module) -> bool:
+    """timm and torchvision ResNets (the published backbones) share this class name and layout."""
+    return type(backbone).__name__ == "ResNet" and hasattr(backbone, "layer4")
+
+
+def init_random(backbone: nn.Module, scheme: str = "auto") -> str:
+    """The random init of a backbone trained or evaluated without base weights. `openselfsup` is what the
+    published no-base baselines started from (OpenSelfSup ResNet.init_weights with zero_init_residual off):
+    every Conv2d kaiming-normal with fan_in and the ReLU gain (std sqrt(2 / fan_in)), every BN/GN gamma 1 and
+    beta 0. timm's ResNet instead draws fan_out and zeroes the last BN of each block; torchvision draws fan_out.
+    `auto` applies the published init to ResNets and leaves other models as their library made them; `model`
+    always leaves them. Returns what was done, for the log."""
+    if scheme not in RANDOM_INITS:
+        raise UserError(f"--random-init {scheme!r}: choose one of {', '.join(RANDOM_INITS)}")
+    if scheme == "model" or (scheme == "auto" and not is_resnet(backbone)):
+        return "random init (the model's own)"
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return "random init (OpenSelfSup: conv kaiming fan_in, BN gamma 1)"
+
+
 def _best_prefix(sd: dict, own: dict) -> tuple[str, dict]:
     """The prefix under which most of the backbone's keys are found, and the sub-dict with it stripped."""
     best, best_sd, best_hits = "", {}, -1
@@ -93,12 +123,14 @@ def backbone_state_dict(ckpt, own_keys: dict | None = None) -> tuple[str, dict]:
     return "", {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIXES)}
 
 
-def load_base(backbone: nn.Module, path: str | None, log=print) -> str:
-    """Initialise `backbone` from a base checkpoint (or leave it random for "", none, random). Every backbone
-    tensor must be found with the right shape; heads and necks in the file are ignored. Returns a short
-    description for the log."""
+def load_base(backbone: nn.Module, path: str | None, log=print, random_init: str = "auto") -> str:
+    """Initialise `backbone` from a base checkpoint (or randomly for "", none, random: `init_random` with
+    `random_init`). Every backbone tensor must be found with the right shape; heads and necks in the file
+    are ignored. Returns a short description for the log."""
     if is_random_init(path):
-        return "random init"
+        done = init_random(backbone, random_init)
+        log(f"base: {done}")
+        return done
     ckpt = checkpoint.load(path)
     own = backbone.state_dict()
     prefix, sd = backbone_state_dict(ckpt, own)
@@ -184,14 +216,14 @@ def detectron2_key(key: str) -> str:
 
 
 def to_detectron2(src: str, out: str) -> int:
-    """Convert a backbone (or any MoCo/BYOL checkpoint) to detectron2's format: renamed keys, numpy arrays,
+    """Convert a backbone (or any MoCo/BYOL checkpoint) to detectron2's format: every key renamed (the
+    num_batches_tracked counters kept, as published: 318 keys for a ResNet-50), numpy arrays,
     `matching_heuristics`. `.pkl` is written with pickle (what detectron2 reads without torch.load); any other
     name with torch.save, as published."""
     _, sd = backbone_state_dict(checkpoint.load(src))
     if not sd:
         raise UserError(f"{src} holds no backbone weights")
-    model = {detectron2_key(k): v.detach().cpu().numpy() for k, v in sd.items()
-             if not k.endswith("num_batches_tracked")}
+    model = {detectron2_key(k): v.detach().cpu().numpy() for k, v in sd.items()}  # num_batches_tracked too
     obj = {"model": model, "__author__": "fdsl", "matching_heuristics": True}
     tmp = f"{out}.tmp{os.getpid()}"
     if out.endswith(".pkl"):

@@ -7,6 +7,8 @@ tau that follows a cosine from tau_0 (0.99) to 1 over the run:
 
     tau(k) = 1 - (1 - tau_0) * (cos(pi * k / K) + 1) / 2,   k = optimiser steps done before this one, K = all
 
+(the published BYOLHook counts k and K in forward passes: `passes`, see BYOL.after_update)
+
 so the first update uses tau_0 and the schedule depends only on the global step count (it continues exactly
 after a resume). Loss per direction: 2 - 2 cos(p, z) averaged over the batch (the published -2 * sum(p.z) / N
 plus the constant 2, so 0 is perfect agreement), summed over both directions: the value lies in [0, 8].
@@ -75,9 +77,10 @@ class BYOL(Method):
     name = "byol"
 
     def __init__(self, backbone: nn.Module, *, total_updates: int, base_momentum: float = 0.99,
-                 proj_dim: int = 256, hidden: int = 4096):
+                 proj_dim: int = 256, hidden: int = 4096, passes: int = 1):
         self.module = BYOLModule(backbone, proj_dim, hidden)
         self.total_updates = total_updates
+        self.passes = passes  # forward passes per step that tau counts in (published BYOLHook: 2)
         self.base_momentum = base_momentum
         self.tau = base_momentum  # the momentum of the last target update
         self.updates = 0
@@ -93,8 +96,10 @@ class BYOL(Method):
 
     @torch.no_grad()
     def after_update(self, num_updates: int, ctx=None) -> None:
-        """theta_t <- tau theta_t + (1 - tau) theta_o (parameters only), tau from the global step count."""
-        self.tau = tau_at(num_updates - 1, self.total_updates, self.base_momentum)
+        """theta_t <- tau theta_t + (1 - tau) theta_o (parameters only), tau from the global step count. With
+        `passes` > 1, k and K count forward passes: the step after k steps is taken at pass passes*k+passes-1."""
+        k, n = num_updates - 1, self.passes
+        self.tau = tau_at(n * k + n - 1, n * self.total_updates, self.base_momentum)
         self.updates = num_updates
         target = list(self.module.target_net.parameters())
         online = list(self.module.online_net.parameters())

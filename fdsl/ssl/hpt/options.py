@@ -32,6 +32,8 @@ PRETRAIN = {
     "method": ("moco", "moco (MoCo v2) or byol"),
     "arch": ("resnet50", "backbone: any timm model with a pooled feature, or torchvision:resnet50"),
     "base": ("", "base checkpoint to start from (torchvision-style, MoCo/BYOL/OpenSelfSup, fdsl); '' = random"),
+    "random_init": ("auto", ("without --base: auto (ResNets as the published OpenSelfSup init: conv kaiming "
+                            "fan_in, BN gamma 1; other models their own), openselfsup, or model (timm's init)")),
     "base_name": (None, "name of the base in output names and the backbone's .json (default: its file stem)"),
     "dataset": ("target", "name of the data set pre-trained on (recorded with the backbone)"),
     "iters": (5000, "training budget in optimiser steps (each of batch_size x accum_steps images)"),
@@ -59,6 +61,9 @@ PRETRAIN = {
     "lars_eta": (0.001, "LARS trust coefficient"),
     "warmup_iters": (None, "linear warm-up steps before the cosine (moco 0, byol 10)"),
     "warmup_ratio": (1e-4, "warm-up starts at lr x this"),
+    "published_schedule": (True, ("BYOL as the published configs and trainer: --iters N trains 2N steps of "
+                                 "batch_size x accum_steps, warm-up, cosine and tau count forward passes; "
+                                 "false: N steps, all counted in steps (no effect on MoCo)")),
     "queue_size": (65536, "MoCo: negatives in the queue (a multiple of the global batch)"),
     "moco_momentum": (0.999, "MoCo: key-encoder momentum"),
     "temperature": (0.2, "MoCo: InfoNCE temperature"),
@@ -95,6 +100,8 @@ PROBE = {
     "protocol": ("linear", "linear (frozen backbone, BN included) or finetune (everything trains)"),
     "arch": ("resnet50", "backbone: timm name or torchvision:resnet50"),
     "weights": ("", "backbone to evaluate (final_backbone.pth, any base checkpoint); '' = random init"),
+    "random_init": ("auto", ("without --weights: auto (ResNets as the published OpenSelfSup init), openselfsup, "
+                            "or model (timm's init)")),
     "data_root": (None, "folder the list paths are relative to"),
     "train_list": (None, "labeled training list (`relpath label`; multi-label: comma lists)"),
     "val_list": (None, "labeled validation list"),
@@ -119,6 +126,9 @@ PROBE = {
     "batch_size": (512, "GLOBAL images per forward pass"),
     "accum_steps": (1, "forward/backward passes per optimiser step (fine-tune: 4, so 64 x 4 = 256)"),
     "eval_interval": (100, "steps (by iter) or epochs (by epoch) between val/test evaluations"),
+    "published_schedule": (True, ("by iter with accum_steps > 1: lr_steps and eval_interval count forward passes, "
+                                 "as the published fine-tune (drops after steps 208/416 of 2500); false: "
+                                 "optimiser steps")),
     "seed": (0, "seed (the published reruns s0, s1, s2 differ only by this)"),
     "output": ("output/probe", "run folder (metrics.jsonl, result.json)"),
     "log_interval": (50, "steps between log lines"),

@@ -5,8 +5,8 @@
   evaluation of the raw base), a red x per HPT-BN budget.
 - finetune/<dataset>_finetune-<subset>: per label subset, same lines and bands, symlog x (0 steps = the
   raw base).
-Where several variants (lrs, schedules) were run, each point keeps the variant with the best validation
-value (published: the best test value, which selects on the test set).
+Where several variants (lrs, schedules) were run, each point keeps the variant with the best test value, as
+published (plot-results.py), or with `--selection fixed` the one with the best validation value.
 - knn/<dataset>_knn: the k-NN probe logged at every pre-training checkpoint vs steps (symlog x: step 0 is
   the base itself), one line per run:
   "the same accuracy in many fewer steps from a good base" reads off this one plot.
@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from fdsl.ssl.hpt.results import read_jsonl
 
-LABELS = {"none": "random init", "moco_v2_800ep": "MoCo ImageNet init",
+LABELS = {"no": "random init", "none": "random init", "moco_v2_800ep": "MoCo ImageNet init",
           "imagenet_r50_supervised": "supervised ImageNet init"}
 
 
@@ -32,13 +32,15 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return sum(values) / len(values), min(values), max(values)
 
 
-def best_variants(rows: list[dict]) -> list[dict]:
-    """Per (subset, base, source, method, HPT-BN, steps, seed), the run whose variant (lr, schedule) has the
-    best validation value: model selection on val, the test value reported."""
+def best_variants(rows: list[dict], selection: str = "published") -> list[dict]:
+    """Per (subset, base, source, method, HPT-BN, steps, seed), one run of the variants (lr, schedule):
+    published (plot-results.py) the one with the best test value; fixed: the best validation value (model
+    selection on val, the test value reported)."""
+    key_of = "result" if selection == "published" else "val"
     best: dict = {}
     for r in rows:
         key = (r["subset"], r["basetrain"], r["pretrain_data"], r["method"], r["bn_only"], r["steps"], r["sample"])
-        if key not in best or (r["val"] or float("-inf")) > (best[key]["val"] or float("-inf")):
+        if key not in best or (r[key_of] or float("-inf")) > (best[key][key_of] or float("-inf")):
             best[key] = r
     return list(best.values())
 
@@ -67,14 +69,14 @@ def _save(fig, path_stem: str) -> list[str]:
     return out
 
 
-def linear_plot(records: list[dict], dataset: str, out_dir: str) -> list[str]:
+def linear_plot(records: list[dict], dataset: str, out_dir: str, selection: str = "published") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = best_variants([r for r in records if r["result_type"] == "linear-eval" and r["complete"]
-                          and r["result"] is not None])
+                          and r["result"] is not None], selection)
     if not rows:
         return []
     groups: dict = defaultdict(lambda: defaultdict(list))
@@ -107,14 +109,14 @@ def linear_plot(records: list[dict], dataset: str, out_dir: str) -> list[str]:
     return paths
 
 
-def finetune_plots(records: list[dict], dataset: str, out_dir: str) -> list[str]:
+def finetune_plots(records: list[dict], dataset: str, out_dir: str, selection: str = "published") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = best_variants([r for r in records if r["result_type"] == "finetune" and r["complete"]
-                          and r["result"] is not None and not r["bn_only"]])
+                          and r["result"] is not None and not r["bn_only"]], selection)
     paths = []
     for subset in sorted({r["subset"] for r in rows}):
         groups: dict = defaultdict(lambda: defaultdict(list))
@@ -151,7 +153,7 @@ def knn_plot(root: str, dataset: str, out_dir: str) -> list[str]:
         tag = os.path.basename(os.path.dirname(path))
         base = os.path.basename(os.path.dirname(os.path.dirname(path))).removesuffix("_basetrain")
         ax.plot([r["step"] for r in rows], [r["knn_top1"] for r in rows], marker=".",
-                label=f"{_label('none' if base == 'no' else base, 'moco')}, {tag}")
+                label=f"{_label(base, 'moco')}, {tag}")
         first += [r["step"] for r in rows if r["step"] > 0][:1]
     ax.set_xscale("symlog", linthresh=min(first or [1]))  # step 0 (the base itself) stays on the axis
     ax.set_xlabel("pre-training steps")

@@ -78,12 +78,23 @@ def build_data(args, info, batch: int, batches_per_epoch: int, transform):
     return stream_loader(ds, info, batch, batches_per_epoch, args.seed, args.workers, pin)
 
 
+def budget(args) -> tuple[int, int]:
+    """(optimiser steps, forward passes per step the schedules count in) of `--iters N`. BYOL as published
+    (`published_schedule`): its N-iters config set total_iters = 2N and the trainer multiplied that by the
+    accumulation (update_interval 2), so 4N passes of 128 = 2N steps of 256 ran, and the warm-up, the cosine
+    and tau counted the passes. Otherwise (MoCo, or --published-schedule false): N steps, counted as steps."""
+    if args.method == "byol" and args.published_schedule:
+        return 2 * args.iters, args.accum_steps
+    return args.iters, 1
+
+
 def build_method(args, info, backbone, batch: int):
     if args.method == "byol":
         from fdsl.ssl.byol import BYOL
 
-        return BYOL(backbone, total_updates=args.iters, base_momentum=args.byol_momentum, proj_dim=args.proj_dim,
-                    hidden=args.proj_hidden)
+        steps, passes = budget(args)
+        return BYOL(backbone, total_updates=steps, base_momentum=args.byol_momentum, proj_dim=args.proj_dim,
+                    hidden=args.proj_hidden, passes=passes)
     from fdsl.ssl.moco import MoCo
 
     return MoCo(backbone, global_batch=batch * info.world_size, local_batch=batch, queue_size=args.queue_size,
@@ -104,14 +115,40 @@ class Schedule(schedule.Schedule):
         self.at_update(num_updates)
 
 
-def build_schedule(args, optimizer, per_epoch: int, at_update) -> Schedule:
-    """Cosine to 0 over the budget, per optimiser step, after an optional linear warm-up (BYOL: 10 steps
-    from lr x 1e-4)."""
-    from timm.scheduler import CosineLRScheduler
+class PassCosine:
+    """mmcv's CosineAnnealing to 0 with its linear warm-up (the published lr_config), set before every
+    optimiser step. Step m is taken at forward pass i = passes*m + passes-1 of total = passes*steps:
+    lr = base * (1 + cos(pi * i / total)) / 2, times 1 - (1 - i / warmup) * (1 - ratio) while i < warmup.
+    passes = 1 (MoCo; BYOL with --published-schedule false) counts optimiser steps."""
 
-    sched = CosineLRScheduler(optimizer, t_initial=args.iters, lr_min=0.0, warmup_t=args.warmup_iters,
-                              warmup_lr_init=args.lr * args.warmup_ratio, warmup_prefix=False, t_in_epochs=False)
-    return Schedule(sched, per_epoch, at_update)
+    def __init__(self, optimizer, steps: int, passes: int = 1, warmup: int = 0, ratio: float = 1e-4):
+        self.optimizer = optimizer
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.total, self.passes, self.warmup, self.ratio = steps * passes, passes, warmup, ratio
+        self.step_update(0)
+
+    def factor(self, step: int) -> float:
+        i = self.passes * step + self.passes - 1
+        f = (1 + math.cos(math.pi * min(i, self.total) / self.total)) / 2
+        if i < self.warmup:
+            f *= 1 - (1 - i / self.warmup) * (1 - self.ratio)
+        return f
+
+    def step_update(self, num_updates: int, metric=None) -> None:
+        f = self.factor(num_updates)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * f
+
+    def step(self, epoch: int, metric=None) -> None:
+        pass
+
+
+def build_schedule(args, optimizer, per_epoch: int, at_update) -> Schedule:
+    """Cosine to 0 over the budget after an optional linear warm-up (BYOL: 10 forward passes from lr x 1e-4,
+    published; 10 steps with --published-schedule false)."""
+    steps, passes = budget(args)
+    return Schedule(PassCosine(optimizer, steps, passes, args.warmup_iters, args.warmup_ratio), per_epoch,
+                    at_update)
 
 
 class KnnMonitor:
@@ -168,19 +205,23 @@ def _run(args, info) -> None:
     backbone = bb.create_backbone(args.arch)
     resuming = _resuming(args)
     if not resuming:
-        bb.load_base(backbone, args.base, log=lambda m: print0(info, m))
+        bb.load_base(backbone, args.base, log=lambda m: print0(info, m), random_init=args.random_init)
     start = "random init" if bb.is_random_init(args.base) else (args.base_name or args.base)
     if args.bn_only:
         bb.train_only_batchnorm(backbone)
     method = build_method(args, info, backbone, batch)
     method.module.to(info.device)
-    epoch_updates = max(1, min(args.iters, args.epoch_updates))
+    steps, _ = budget(args)
+    if steps != args.iters:
+        print0(info, f"BYOL --iters {args.iters} as the published {args.iters}-iters config: {steps} steps of "
+                     f"{args.batch_size}x{args.accum_steps} images (--published-schedule false: {args.iters})")
+    epoch_updates = max(1, min(steps, args.epoch_updates))
     views = build_views(args.method, args.crop_size, args.mean, args.std, args.aug, args.hue)
     data, loader = build_data(args, info, batch, epoch_updates * args.accum_steps, views)
     per_epoch = math.ceil(len(loader) / args.accum_steps)
     optimizer = build_optimizer(args.optimizer, method.module, args.lr, args.momentum, args.weight_decay,
                                 args.lars_eta)
-    keep = {args.checkpoint_interval * k for k in range(1, args.iters // args.checkpoint_interval)} \
+    keep = {args.checkpoint_interval * k for k in range(1, steps // args.checkpoint_interval)} \
         if args.checkpoint_interval else set()
 
     def at_update(updates: int) -> None:
@@ -190,14 +231,14 @@ def _run(args, info) -> None:
     sched = build_schedule(args, optimizer, per_epoch, at_update)
     amp = torch.bfloat16 if args.amp and info.device.type == "cuda" else None
     cfg = RunConfig(run_dir=args.output, arch=args.arch, args=plain_args(args), seed=args.seed,
-                    max_updates=args.iters, accum_steps=args.accum_steps,
+                    max_updates=steps, accum_steps=args.accum_steps,
                     resume="auto" if args.resume == "auto" else ("" if args.resume == "none" else args.resume),
                     log_interval=args.log_interval, pause_updates=args.pause_updates, amp_dtype=amp,
                     trackers_args=args if args.log_wandb or args.log_tensorboard else None,
                     checkpoint_hist=1,
                     sync_bn=args.method == "byol" and args.sync_bn,
                     describe=f"hpt {args.method}{' (BN only)' if args.bn_only else ''}: {args.arch} from "
-                             f"{start}{' (resumed)' if resuming else ''} on {args.dataset}, {args.iters} steps of "
+                             f"{start}{' (resumed)' if resuming else ''} on {args.dataset}, {steps} steps of "
                              f"{args.batch_size}x{args.accum_steps} images")
     knn = KnnMonitor(args, info, method) if args.knn_train_list and args.knn_val_list else None
     if knn is not None and not resuming:
@@ -205,7 +246,7 @@ def _run(args, info) -> None:
     progress = {"updates": 0}
 
     def evaluate(epoch: int) -> dict:
-        updates = min((epoch + 1) * per_epoch, args.iters)
+        updates = min((epoch + 1) * per_epoch, steps)
         progress["updates"] = updates
         metrics = {"updates": updates}
         if knn is not None:
@@ -213,19 +254,21 @@ def _run(args, info) -> None:
         return metrics
 
     fit(cfg, info, method, data, loader, optimizer, sched, evaluate)
-    if progress["updates"] >= args.iters and info.is_main:
-        save_backbone(method, final, args, args.iters)
+    if progress["updates"] >= steps and info.is_main:
+        save_backbone(method, final, args, args.iters, steps)
         print0(info, f"wrote {final}")
     distributed.barrier(info)
 
 
-def save_backbone(method, path: str, args, updates: int) -> None:
-    """The backbone's weights (torchvision-style names) and a .json naming the chain it belongs to."""
+def save_backbone(method, path: str, args, iters: int, updates: int | None = None) -> None:
+    """The backbone's weights (torchvision-style names) and a .json naming the chain it belongs to: `iters`
+    the budget as named (<N>-iters), `steps` the optimiser steps trained."""
     from fdsl.engine import checkpoint
 
     sd = {k: v.detach().cpu().clone() for k, v in method.module.backbone.state_dict().items()}
     checkpoint.save_atomic({"state_dict": sd, "author": "fdsl", "arch": args.arch}, path)
-    meta = {"basetrain": args.base_name or bb_name(args.base), "dataset": args.dataset, "iters": updates,
+    meta = {"basetrain": args.base_name or bb_name(args.base), "dataset": args.dataset, "iters": iters,
+            "steps": iters if updates is None else updates,
             "method": args.method, "bn_only": bool(args.bn_only), "arch": args.arch, "base": args.base or "",
             "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
     bb.write_json_atomic(meta, bb.sidecar(path))

@@ -5,12 +5,16 @@ Linear (spec B.5): frozen backbone (BN statistics included), Linear head, SGD lr
 5000 steps of 512 with lr x 0.1 at 1651 and 3333, val and test every 100 steps, seeds 0/1/2.
 Fine-tune (B.6): everything trains, head lr x 100, SGD momentum 0.9, wd 0, 64 x 4 accumulated = 256 per
 step; by iteration (2500 steps, drops at 833 / 1667, eval every 25) or by epoch (90, drops at 30 / 60, eval
-every epoch). Fixed: the published fine-tune multiplied the budget by the accumulation but not the lr steps
-and eval interval, so both drops fell in the first 17% of training; here all three count optimiser steps.
+every epoch). By iteration, as published (`published_schedule`, the default): the budget counts optimiser
+steps (its trainer multiplied it by the accumulation) but the lr drops and the evaluation interval count
+forward passes, so the drops come after steps 208 and 416 and there are 400 evaluations, some between
+optimiser steps. `--published-schedule false`: all three count optimiser steps (drops after 833 and 1667,
+100 evaluations).
 
 Outputs in --output: metrics.jsonl (one row per evaluation: step, epoch, val_*, test_*), run.json (the
 number of evaluations the schedule promises, for the completeness check of `fdsl hpt aggregate`), and
-result.json (test at the best val of the second half), besides the engine's checkpoints and summary.csv.
+result.json (test at the best val: the published selection, and "fixed", see results.py), besides the
+engine's checkpoints and summary.csv.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def run(args) -> int:
 
 def load_backbone(args, info):
     backbone = create_backbone(args.arch)
-    load_base(backbone, args.weights, log=lambda m: print0(info, m))
+    load_base(backbone, args.weights, log=lambda m: print0(info, m), random_init=args.random_init)
     return backbone
 
 
@@ -91,7 +95,13 @@ def _run(args, info) -> None:
         method.head_lr_mult = args.head_lr_mult
     method.module.to(info.device)
     pin = info.device.type == "cuda"
-    if args.by == "iter":
+    passes = passes_per_step(args)
+    if passes > 1:  # the published fine-tune: evaluations every eval_interval forward passes
+        epoch_passes = math.lcm(args.eval_interval, passes)  # whole optimiser steps per epoch
+        data, loader = hpt_data.stream_loader(train, info, batch, epoch_passes, args.seed, args.workers, pin)
+        max_updates, epochs = args.iters, math.ceil(args.iters * passes / epoch_passes)
+        expected = args.iters * passes // args.eval_interval
+    elif args.by == "iter":
         interval = max(1, min(args.eval_interval, args.iters))
         data, loader = hpt_data.stream_loader(train, info, batch, interval * args.accum_steps, args.seed,
                                                args.workers, pin)
@@ -104,7 +114,13 @@ def _run(args, info) -> None:
     per_epoch = math.ceil(len(loader) / args.accum_steps)
     groups = [dict(g, lr=args.lr * g.pop("lr_scale", 1.0)) for g in method.optimizer_params()]
     optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    sched = _schedule(args, optimizer, per_epoch)
+    pending: list[int] = []  # passes whose evaluation waits for the optimiser step they end
+
+    def after_step(updates: int) -> None:
+        while pending:
+            evaluate_at(pending.pop(0))
+
+    sched = _schedule(args, optimizer, per_epoch, after_step)
     eval_batch, eval_workers = max(1, min(256, batch)), min(args.workers, 4)
     metrics_path = os.path.join(args.output, "metrics.jsonl")
     if info.is_main:
@@ -114,11 +130,33 @@ def _run(args, info) -> None:
                      "weights": args.weights, "protocol": args.protocol, "by": args.by, "seed": args.seed})
     amp = torch.bfloat16 if args.amp and info.device.type == "cuda" else None
 
+    last: dict = {}
+
     def evaluate(epoch: int) -> dict:
         if args.by == "epoch" and (epoch + 1) % max(1, args.eval_interval):
             return {}
+        if passes > 1:  # evaluated during the epoch (at_pass); its last value ranks the checkpoint
+            return {"metric": last["val"]} if last.get("val") is not None else {}
         step = min((epoch + 1) * per_epoch, max_updates) if max_updates else (epoch + 1) * per_epoch
-        row = {"step": step, "epoch": epoch}
+        return {"metric": eval_row({"step": step, "epoch": epoch})}
+
+    def evaluate_at(done: int) -> None:
+        """The published ValidateHook after `done` forward passes: the weights of the last optimiser step,
+        the BN statistics of every pass (step: a fraction where the passes end mid-accumulation)."""
+        last["val"] = eval_row({"step": done / passes, "passes": done, "epoch": (done - 1) // epoch_passes})
+
+    def at_pass(done: int) -> None:
+        if done % args.eval_interval == 0:
+            if done % passes:
+                evaluate_at(done)
+            else:  # published: after this pass's optimiser step (the step hook runs before ValidateHook)
+                pending.append(done)
+
+    if passes > 1:
+        method.after_forward = at_pass
+
+    def eval_row(row: dict) -> float | None:
+        step = row["step"]
         for split, dataset in evals.items():
             logits, targets = predict(method.module, dataset, eval_batch, eval_workers, info, (lambda: torch.autocast(
                 info.device.type, dtype=amp)) if amp else None)
@@ -127,8 +165,8 @@ def _run(args, info) -> None:
             append_jsonl(metrics_path, row)
         shown = " ".join(f"{s} {headline({k[len(s) + 1:]: v for k, v in row.items() if k.startswith(s + '_')}):.2f}"
                          for s in evals)
-        print0(info, f"eval: step {step} {shown}")
-        return {"metric": headline({k[4:]: v for k, v in row.items() if k.startswith("val_")})}
+        print0(info, f"eval: step {step:g} {shown}")
+        return headline({k[4:]: v for k, v in row.items() if k.startswith("val_")})
 
     cfg = RunConfig(run_dir=args.output, arch=args.arch, args=plain_args(args), seed=args.seed, epochs=epochs,
                     max_updates=max_updates, accum_steps=args.accum_steps,
@@ -140,26 +178,47 @@ def _run(args, info) -> None:
                              f"{num_classes} classes, {len(train)} training images")
     fit(cfg, info, method, data, loader, optimizer, sched, evaluate)
     if info.is_main:
-        summary = summarise(metrics_path)
+        summary = dict(summarise(metrics_path), fixed=summarise(metrics_path, "fixed"))
         _write_json(os.path.join(args.output, "result.json"), summary)
-        if summary.get("test") is not None:
-            print0(info, f"result: test {summary['test']:.2f} at best val {summary['val']:.2f} "
-                         f"(step {summary['step']})")
+        for name, shown in (("published selection", summary), ("--selection fixed", summary["fixed"])):
+            if shown.get("test") is not None:
+                print0(info, f"result ({name}): test {shown['test']:.2f} at best val {shown['val']:.2f} "
+                             f"(step {shown['step']:g})")
 
 
-def _schedule(args, optimizer, per_epoch: int) -> schedule.Schedule:
-    """lr x 0.1 at each of lr_steps: optimiser steps (by iter) or epochs (by epoch)."""
+def passes_per_step(args) -> int:
+    """Forward passes per optimiser step that the schedule counts in: the published by-iteration schedule
+    (`published_schedule`, the default) counts lr steps and the evaluation interval in forward passes
+    (mmcv runner iterations; its trainer multiplied only the budget by the accumulation); 1 = optimiser steps."""
+    return args.accum_steps if args.published_schedule and args.by == "iter" else 1
+
+
+def decay_points(lr_steps, passes: int) -> list[int]:
+    """timm's milestones for the published rule "lr x 0.1 from index d on" (mmcv: the step taken at runner
+    iteration i >= d): a step m is taken at pass passes*m + passes-1, so it drops from m = ceil((d+1)/passes)-1;
+    timm applies a milestone t from index t - 1, hence t = ceil((d+1)/passes). passes=1: d+1."""
+    return [-(-(d + 1) // passes) for d in lr_steps]
+
+
+def _schedule(args, optimizer, per_epoch: int, at_update) -> schedule.Schedule:
+    """lr x 0.1 at each of lr_steps: optimiser steps or forward passes (by iter), or epochs (by epoch)."""
     from timm.scheduler import MultiStepLRScheduler
 
+    from fdsl.ssl.hpt.pretrain import Schedule
+
     by_iter = args.by == "iter"
-    sched = MultiStepLRScheduler(optimizer, decay_t=list(args.lr_steps), decay_rate=0.1, t_in_epochs=not by_iter)
-    return schedule.Schedule(sched, by_iter, per_epoch)
+    decay = decay_points(args.lr_steps, passes_per_step(args))
+    sched = MultiStepLRScheduler(optimizer, decay_t=decay, decay_rate=0.1, t_in_epochs=not by_iter)
+    if by_iter:
+        return Schedule(sched, per_epoch, at_update)
+    return schedule.Schedule(sched, False, per_epoch)
 
 
-def summarise(metrics_path: str) -> dict:
-    """Test at the best val among the evaluations of the second half (as `fdsl hpt aggregate`)."""
+def summarise(metrics_path: str, selection: str = "published") -> dict:
+    """Test at the best val among the late evaluations, as `fdsl hpt aggregate --selection <selection>`
+    (result.json holds the published one, and the fixed one under "fixed")."""
     rows = read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []
-    best = best_val_test(series(rows, "val"), series(rows, "test"))
+    best = best_val_test(series(rows, "val", selection), series(rows, "test", selection), selection)
     if best is None:
         return {"evals": len(rows), "val": None, "test": None, "step": None}
     index, val, test = best

@@ -8,9 +8,10 @@ valid one). The generator writes, under the project folder ROOT (default hpt/<sh
     ROOT/configs/pretrain/<base>_basetrain/<N>-iters.yaml     MoCo v2 from <base> for N optimiser steps
     ROOT/configs/pretrain/<base>_basetrain/<N>bn-iters.yaml   HPT-BN (only BatchNorm trains)
     ROOT/configs/pretrain/<base>_basetrain/<N>byol-iters.yaml BYOL
-    ROOT/configs/linear-eval/linear-eval-lr<lr>-s<k>.yaml     linear probe, seed k
+    ROOT/configs/linear-eval/linear-eval-lr-s<k>.yaml         linear probe, seed k (-lr<lr>- when lr is a list)
     ROOT/configs/finetune/<n>-labels/<T>-iter-<lr>-lr-finetune.yaml and <E>-epoch-<lr>-lr-finetune.yaml
-    ROOT/lists/<train list>-<n>.txt                           the class-balanced n-label training lists
+    ROOT/lists/<train list>-<n>.txt                           the class-balanced n-label training lists (unless
+                                                              <train list>-<n>.txt exists beside the train list)
 
 and `fdsl hpt run ROOT` writes the runs under ROOT/work/ with the same names (see runner.py).
 
@@ -50,12 +51,15 @@ DEFAULTS = {
         "std": None,
     },
     "base_weights": [""],  # checkpoints to start from; "" = random init
+    "random_init": "auto",  # random init: auto (ResNets as OpenSelfSup, published), openselfsup, model (timm's)
+    "published_schedule": True,  # BYOL budget and fine-tune lr drops/evaluations counted as published
     "bt_iters": [50, 500, 5000, 50000],  # budgets (optimiser steps) when starting from a base
     "no_bt_iters": [5000, 50000, 100000, 200000],  # budgets from random init
     "bn_iters": [],  # HPT-BN budgets (from each non-random base), e.g. [5000]
     "methods": ["moco"],  # moco and/or byol
     "pretrain": {},  # any other `fdsl hpt pretrain` option for every pre-training stage (batch_size, lr, ...)
     # lr: one value (published 30), or a list to sweep (the plots then keep the lr with the best val)
+    # lr_drops: None = the published 1651, 3333 (scaled when iters is not 5000)
     "linear": {"iters": 5000, "lr": 30.0, "lr_drops": None, "reruns": 3, "batch_size": 512,
                "eval_interval": 100, "workers": 8},
     "finetune": {"num_train_labels": [1000, "all"], "lrs": [0.01, 0.001], "by_iter": 2500,
@@ -115,6 +119,10 @@ def validate(p: dict, path: str) -> None:
     bad = [m for m in p["methods"] if m not in METHODS]
     if bad or not p["methods"]:
         raise UserError(f"{path}: methods {bad or '[]'}: choose from {', '.join(METHODS)}")
+    from fdsl.ssl.backbone import RANDOM_INITS
+
+    if p["random_init"] not in RANDOM_INITS:
+        raise UserError(f"{path}: random_init {p['random_init']!r}: choose one of {', '.join(RANDOM_INITS)}")
     if p["bn_iters"] and all(is_random(w) for w in p["base_weights"]):
         raise UserError(f"{path}: bn_iters (HPT-BN) needs a non-random base in base_weights")
     from fdsl.ssl.hpt.options import PRETRAIN, check_keys
@@ -167,7 +175,8 @@ def lr_tag(lr: float) -> str:
 def _data_keys(p: dict) -> dict:
     d = p["data"]
     return {"data_root": d["root"], "mean": list(d["mean"]), "std": list(d["std"]), "class_map": d["class_map"],
-            "num_classes": d["num_classes"], "crop_size": p["crop_size"], "arch": p["arch"]}
+            "num_classes": d["num_classes"], "crop_size": p["crop_size"], "arch": p["arch"],
+            "random_init": p["random_init"], "published_schedule": bool(p["published_schedule"])}
 
 
 def pretrain_configs(p: dict, root: str) -> dict[str, dict]:
@@ -199,11 +208,27 @@ def pretrain_configs(p: dict, root: str) -> dict[str, dict]:
     return out
 
 
+PUBLISHED_LINEAR_DROPS = (1651, 3333)  # of the published 5000-step linear eval (pretraining-config-template.sh)
+
+
+def linear_drops(iters: int) -> list[int]:
+    """lr x 0.1 steps of a linear eval of `iters` steps: the published 1651 and 3333 at 5000, scaled with the
+    budget otherwise."""
+    return [round(iters * d / 5000) for d in PUBLISHED_LINEAR_DROPS]
+
+
+def linear_name(lr: float, sweep: bool) -> str:
+    """linear-eval-lr: the published name (its generator left the lr out), whose variant the published
+    plot-results.py selects; an lr sweep names each lr (linear-eval-lr0_3, ...)."""
+    return f"linear-eval-lr{lr_tag(lr) if sweep else ''}"
+
+
 def linear_configs(p: dict) -> dict[str, dict]:
     lin, d = p["linear"], p["data"]
-    drops = lin["lr_drops"] or [round(lin["iters"] / 3) + 1, round(2 * lin["iters"] / 3)]  # 1651, 3333 at 5000
+    drops = lin["lr_drops"] or linear_drops(lin["iters"])
     out = {}
-    for lr in lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]:
+    lrs = lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]
+    for lr in lrs:
         for seed in range(int(lin["reruns"])):
             cfg = _data_keys(p)
             cfg.update({"protocol": "linear", "train_list": d["train_list"], "val_list": d["val_list"],
@@ -212,7 +237,7 @@ def linear_configs(p: dict) -> dict[str, dict]:
                         "batch_size": lin["batch_size"], "accum_steps": 1, "eval_interval": lin["eval_interval"],
                         "momentum": 0.9, "weight_decay": 0.0, "head_lr_mult": 1.0, "seed": seed,
                         "workers": lin["workers"]})
-            out[f"linear-eval/linear-eval-lr{lr_tag(lr)}-s{seed}.yaml"] = cfg
+            out[f"linear-eval/{linear_name(lr, len(lrs) > 1)}-s{seed}.yaml"] = cfg
     return out
 
 
@@ -220,7 +245,7 @@ def finetune_configs(p: dict, root: str) -> dict[str, dict]:
     ft, d = p["finetune"], p["data"]
     out = {}
     for n in ft["num_train_labels"]:
-        train = d["train_list"] if str(n) == "all" else os.path.join(root, "lists", _subset_name(d["train_list"], n))
+        train = d["train_list"] if str(n) == "all" else subset_list(d["train_list"], n, root)
         schedules = [("iter", ft["by_iter"], ft["by_iter_lr_steps"], ft["eval_interval"])] if ft["by_iter"] else []
         if ft["by_epoch"]:
             schedules.append(("epoch", ft["by_epoch"], ft["by_epoch_lr_steps"], 1))
@@ -236,6 +261,15 @@ def finetune_configs(p: dict, root: str) -> dict[str, dict]:
                             "head_lr_mult": ft["head_lr_mult"], "seed": 0, "workers": ft["workers"]})
                 out[f"finetune/{n}-labels/{length}-{by}-{lr_tag(lr)}-lr-finetune.yaml"] = cfg
     return out
+
+
+def subset_list(train_list: str, n, root: str) -> str:
+    """The n-label training list: the published `<train list>-<n>.txt` beside the train list when the user
+    has it (the published generator required it), else fdsl's class-balanced one under ROOT/lists/."""
+    from fdsl.data.image_list import subset_path
+
+    beside = subset_path(train_list, int(n))
+    return beside if os.path.isfile(beside) else os.path.join(root, "lists", _subset_name(train_list, n))
 
 
 def _subset_name(train_list: str, n) -> str:
@@ -293,7 +327,7 @@ def _write_subsets(p: dict, root: str, log) -> None:
     for n in ft["num_train_labels"]:
         if str(n) == "all":
             continue
-        out = os.path.join(root, "lists", _subset_name(d["train_list"], n))
+        out = subset_list(d["train_list"], n, root)
         if not os.path.isfile(out):
             os.makedirs(os.path.dirname(out), exist_ok=True)
             balanced_subset(d["train_list"], int(n), ft["subset_seed"], out)

@@ -1,12 +1,15 @@
 """`fdsl hpt aggregate ROOT`: one record per evaluation run, written to ROOT/results/<dataset>_results.json.
 
 For each run (ROOT/work/linear-eval/... and ROOT/work/finetune/..., each with the metrics.jsonl its probe
-wrote): take the best validation value among the evaluations of the second half of training and report
-the test value at that same evaluation (published rule; fixed: indices compared as numbers, not strings).
+wrote): take the best validation value among the late evaluations and report the test value at that same
+evaluation. `published` (default): "late" as agg-results.sh computed it, comparing indices as strings, which
+lets some early evaluations in (late_evaluations); `fixed`: the second half, compared as numbers.
 The value is top-1, or the mean per-class AUROC of multi-label lists. A run with fewer evaluations than its
 schedule promised (run.json) is flagged incomplete on stderr and in its record.
 
-Record fields (published agg-results-to-final-json, plus steps/method/bn_only parsed out of the names):
+Record fields (those of the published agg-results-to-final-json, with its values: basetrain "no" for random
+init, pretrain_data the data set itself unless the base is a chain; plus steps/method/bn_only parsed out of
+the names):
 dataset, result_type, subset, basetrain, pretrain_data, pretrain_iters, steps, method, bn_only, sample,
 variant, date, result, val, evals, complete, file. The JSON is keyed by the run's path and merged into an
 existing file, so re-aggregating updates records in place.
@@ -48,34 +51,67 @@ def append_jsonl(path: str, row: dict) -> None:
     os.replace(tmp, path)
 
 
-def series(rows: list[dict], split: str) -> list[float | None]:
-    """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC."""
-    key = f"{split}_top1" if any(f"{split}_top1" in r for r in rows) else f"{split}_auroc"
-    return [r.get(key) for r in rows]
+def series(rows: list[dict], split: str, selection: str = "published") -> list[float | None]:
+    """The headline value of each evaluation of `split` (val/test): top1, else the mean AUROC over classes.
+    published (agg-results.sh averaged every <split>-auroc_<c>): a class with one label value in the split,
+    which has no AUROC, counts as 0; fixed: it is left out of the mean (the `<split>_auroc` of the row)."""
+    if any(f"{split}_top1" in r for r in rows):
+        return [r.get(f"{split}_top1") for r in rows]
+    if selection == "fixed":
+        return [r.get(f"{split}_auroc") for r in rows]
+    out = []
+    for r in rows:
+        per_class = [v for k, v in r.items() if re.fullmatch(rf"{split}_auroc_\d+", k)]
+        out.append(sum(v or 0.0 for v in per_class) / len(per_class) if per_class else None)
+    return out
 
 
-def best_val_test(val: list, test: list) -> tuple[int, float, float] | None:
-    """(index, val, test) at the best val among evaluations n//2 .. n-1 (first one on ties)."""
-    n = len(val)
-    if n == 0:
-        return None
-    candidates = [i for i in range(n // 2, n) if val[i] is not None and test[i] is not None]
+SELECTIONS = ("published", "fixed")
+
+
+def late_evaluations(n: int, selection: str = "published") -> list[int]:
+    """The evaluations the best val is chosen among. published (agg-results.sh): index ct counts when
+    `[[ $ct > $afterlen ]]` with afterlen = n * 0.5 rounded half to even, a bash STRING comparison: with 50
+    evaluations 3..9 count besides 26..49, with 400 also 21..99. fixed: n//2 .. n-1, compared as numbers."""
+    if selection == "fixed":
+        return list(range(n // 2, n))
+    after = str(round(n * 0.5))
+    return [i for i in range(n) if str(i) > after]
+
+
+def best_val_test(val: list, test: list, selection: str = "published") -> tuple[int, float, float] | None:
+    """(index, val, test) at the best val among the late evaluations (the first one on ties; published:
+    only a val above 0 counts, as its loop starts from max_val=0)."""
+    candidates = [i for i in late_evaluations(len(val), selection) if val[i] is not None and test[i] is not None]
+    if selection == "published":
+        candidates = [i for i in candidates if val[i] > 0]
     if not candidates:
         return None
     best = max(candidates, key=lambda i: (val[i], -i))
     return best, val[best], test[best]
 
 
-def parse_run_path(rel: str) -> dict:
-    """linear-eval/<base>_basetrain/<N>-iters-linear-eval-lr30-s0 or
+def split_basetrain(name: str, dataset: str) -> tuple[str, str]:
+    """(basetrain, pretrain_data) of a <base>_basetrain folder, as the published agg-results-to-final-json:
+    `no_basetrain` -> ("no", dataset); a chain `a-b-src_50it_basetrain` -> ("a-b", "src_50it"), a level `no`
+    read as "none" there (published: every substring "no" became "none", which mangles names such as
+    "nocturne"; fdsl renames whole levels only)."""
+    levels = name.removesuffix("_basetrain").split("-")
+    if len(levels) == 1:
+        return levels[0], dataset
+    levels = ["none" if level == "no" else level for level in levels]
+    return "-".join(levels[:-1]), levels[-1]
+
+
+def parse_run_path(rel: str, dataset: str = "") -> dict:
+    """linear-eval/<base>_basetrain/<N>-iters-linear-eval-lr-s0 or
     finetune/<n>-labels/<base>_basetrain/<N>-iters-2500-iter-0_01-lr-finetune -> record fields."""
     from fdsl.ssl.hpt.project import parse_tag
 
     parts = rel.replace(os.sep, "/").split("/")
     result_type = parts[0]
     subset = parts[1] if result_type == "finetune" else "all"
-    basetrain = parts[-2].removesuffix("_basetrain")
-    base, _, source = basetrain.partition("-")
+    base, source = split_basetrain(parts[-2], dataset)
     leaf = parts[-1]
     match = re.match(r"(\d+(?:bn)?(?:byol)?)-iters-(.*)$", leaf)
     if not match:
@@ -83,13 +119,12 @@ def parse_run_path(rel: str) -> dict:
     token, rest = match.groups()
     steps, bn_only, method = parse_tag(f"{token}-iters")
     sample = re.search(r"-s(\d+)$", rest)
-    return {"result_type": result_type, "subset": subset, "basetrain": "none" if base == "no" else base,
-            "pretrain_data": source, "pretrain_iters": token, "steps": steps, "method": method,
+    return {"result_type": result_type, "subset": subset, "basetrain": base, "pretrain_data": source, "pretrain_iters": token, "steps": steps, "method": method,
             "bn_only": bn_only, "sample": int(sample.group(1)) if sample else 0,
             "variant": rest[: sample.start()] if sample else rest}
 
 
-def collect(root: str, err=None) -> list[dict]:
+def collect(root: str, err=None, selection: str = "published") -> list[dict]:
     from fdsl.ssl.hpt.runner import load_root
 
     err = err or sys.stderr
@@ -102,20 +137,20 @@ def collect(root: str, err=None) -> list[dict]:
                 continue
             rel = os.path.relpath(dirpath, work)
             try:
-                record = parse_run_path(rel)
+                record = parse_run_path(rel, dataset)
             except ValueError as e:
                 print(f"skipping {rel}: {e}", file=err)
                 continue
-            records.append(_record(dirpath, rel, dataset, record, err))
+            records.append(_record(dirpath, rel, dataset, record, err, selection))
     return records
 
 
-def _record(dirpath: str, rel: str, dataset: str, record: dict, err) -> dict:
+def _record(dirpath: str, rel: str, dataset: str, record: dict, err, selection: str = "published") -> dict:
     rows = read_jsonl(os.path.join(dirpath, "metrics.jsonl"))
     meta_path = os.path.join(dirpath, "run.json")
     meta = _load_json(meta_path) if os.path.isfile(meta_path) else {}
-    val, test = series(rows, "val"), series(rows, "test")
-    best = best_val_test(val, test)
+    val, test = series(rows, "val", selection), series(rows, "test", selection)
+    best = best_val_test(val, test, selection)
     expected = meta.get("expected_evals")
     complete = expected is not None and len(rows) >= expected
     if not complete:

@@ -32,7 +32,7 @@ STAGES = ("pretrain", "linear", "finetune")
 @dataclass
 class Job:
     kind: str  # pretrain | linear | finetune
-    name: str  # path under ROOT/work, e.g. linear-eval/no_basetrain/5000-iters-linear-eval-lr30-s0
+    name: str  # path under ROOT/work, e.g. linear-eval/no_basetrain/5000-iters-linear-eval-lr-s0
     config: str
     workdir: str
     extra: list[str] = field(default_factory=list)  # flags after --config
