@@ -111,7 +111,7 @@ def _run(args, info) -> None:
     if args.evaluate:
         last = os.path.join(args.dump_path, "last.pth.tar")
         if os.path.isfile(last):
-            from fdsl.engine import checkpoint
+            from fdsl import checkpoint_io as checkpoint
 
             model.load_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(last)))
             print0(info, f"evaluating {last}")

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from fdsl.checkpoint_io import load, unwrap_state_dict
 from fdsl.errors import UserError
 
 CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -206,11 +207,9 @@ def load_body(net: VGG16Net, path: str, strict_classifier: bool = True, log=prin
     or another architecture is one clear error (the published loader silently ignored a missing file)."""
     import os
 
-    from fdsl.engine import checkpoint
-
     if not path or not os.path.isfile(path):
         raise UserError(f"--pretrained {path!r} does not exist; pass a checkpoint file or drop --pretrained")
-    sd = body_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(path)))
+    sd = body_state_dict(unwrap_state_dict(load(path)))
     first = checkpoint_first_conv(sd)
     if first is None:
         raise UserError(f"--pretrained {path} holds no VGG16 weights (no features.0.weight)")
