@@ -60,10 +60,30 @@ def build_parser() -> Parser:
     g.add_argument("--arch", default="vgg16", help="vgg16 (published) or any timm model (its pooled feature)")
     g.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (1 = published)")
     g.add_argument("--img_size", type=int, default=224, help="crop side")
-    g.add_argument("--epoch_size", type=int, default=None, help="images drawn per epoch (default: the data set)")
+    g.add_argument("--epoch_size", default="published",
+                   help="images drawn per epoch over all processes: 'published' (main.py: the data set with "
+                        "rotnet, a quarter of it without), 'data' (the whole data set), or a number")
     g.add_argument("--pca_samples", type=int, default=1_000_000, help="images the PCA is fitted on each round")
     add_run_flags(p)
     return p
+
+
+def epoch_images(choice: str, n: int, layout, global_batch: int) -> int:
+    """--epoch_size as a number of images per epoch, a multiple of the global batch."""
+    from fdsl.ssl.deepercluster import published_epoch_images
+
+    if choice == "published":
+        size = published_epoch_images(n, layout, global_batch)
+    elif choice == "data":
+        size = n // global_batch * global_batch
+    elif choice.isdigit():
+        size = int(choice) // global_batch * global_batch
+    else:
+        raise UserError(f"--epoch_size {choice!r}: use published, data or a number of images")
+    if size == 0:
+        raise UserError(f"one global batch ({global_batch} = --batch_size x processes) is larger than the images "
+                        f"per epoch (--epoch_size {choice}, {n} images); lower --batch_size")
+    return size
 
 
 def parse(argv: list[str]):
@@ -113,10 +133,7 @@ def _run(args, info) -> None:
         class_labels = class_labels[indices]
     n = len(cluster_view)
     global_batch = args.batch_size * info.world_size
-    epoch_size = min(args.epoch_size or n, 10 ** 12) // global_batch * global_batch
-    if epoch_size == 0:
-        raise UserError(f"one global batch ({args.batch_size} x {info.world_size} processes) is larger than the "
-                        f"{args.epoch_size or n} images per epoch; lower --batch_size")
+    epoch_size = epoch_images(args.epoch_size, n, layout, global_batch)
 
     torch.manual_seed(MODEL_SEED)  # the published skeleton seed
     trunk = create_trunk(args.arch, args.sobel, args.img_size, args.width)

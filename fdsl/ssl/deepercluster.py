@@ -77,6 +77,15 @@ class Layout:
             raise UserError(f"--k {self.k} must be a multiple of the {self.nsc} super-clusters")
 
 
+def published_epoch_images(num_images: int, layout: Layout, global_batch: int) -> int:
+    """Images one epoch draws over all ranks, as published: main.py's check_parameters gives each of the
+    `super_classes` training groups size_dataset // nsc // 4 images, so an epoch is the data set with rotnet
+    (S = 4 nsc) and a quarter of it without. Rounded down to a multiple of the global batch once, on the total
+    (published: on each group's share, to batch x world; at most one global batch per group apart)."""
+    total = num_images // global_batch * global_batch // layout.nsc // 4 * layout.super_classes
+    return total // global_batch * global_batch
+
+
 class ClusterHeads(nn.Module):
     """Trunk + super-class head + the S sub-class heads [S, k_sub, D] applied per sample group."""
 
