@@ -115,3 +115,141 @@ def test_an_epoch_is_the_published_amount_of_work(k, super_classes, rotnet, n, b
         assert n - 4 * layout.nsc * batch * world <= got <= n
     else:  # a quarter of it (the published hard-coded // 4)
         assert got <= n // 4
+
+
+# --- checkpoints: the published layout ----------------------------------------------------------------------
+
+def _stepped_heads(sobel=True, width=0.0625, img_size=32):
+    """A ClusterHeads on the VGG16 trunk after one SGD step (so every tensor has momentum)."""
+    from fdsl.models.vgg import create_vgg16
+    from fdsl.ssl.deepercluster import ClusterHeads
+
+    torch.manual_seed(0)
+    trunk = create_vgg16(sobel=sobel, img_size=img_size, width=width)
+    heads = ClusterHeads(trunk, trunk.num_features, 8, 3)
+    opt = torch.optim.SGD([p for p in heads.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
+                          weight_decay=1e-5)
+    groups = torch.arange(8)
+    s_logits, sub_logits = heads(torch.randn(8, 3, img_size, img_size), groups)
+    (F.cross_entropy(s_logits, groups) + F.cross_entropy(sub_logits, groups % 3)).backward()
+    opt.step()
+    return heads, opt
+
+
+def test_published_layout_round_trip(tmp_path):
+    """published files -> fdsl (module + optimizer) -> published files: the same tensors, key for key; and
+    the layout is the published one (module.* trunk keys, DDP-prefixed heads, one file per group)."""
+    from fdsl.ssl.published_ckpt import (
+        from_published,
+        read_published,
+        to_published,
+        trainable_names,
+        write_published,
+    )
+
+    heads, opt = _stepped_heads()
+    write_published(str(tmp_path), heads, opt, epoch=3, archive=True)
+    main, groups = read_published(str(tmp_path), 8)
+    assert (tmp_path / "checkpoints" / "checkpoint2.pth.tar").is_file()
+    assert main["epoch"] == 3 and main["start_iter"] == 0
+    assert "module.body.features.0.weight" in main["state_dict"] and "module.sobel.1.weight" in main["state_dict"]
+    assert not any(k.startswith("module.trunk") for k in main["state_dict"])
+    assert set(main["pred_layer_state_dict"]) == set(groups[5]["state_dict"]) == {"module.weight", "module.bias"}
+    assert groups[5]["state_dict"]["module.weight"].shape == (3, heads.sub_weight.shape[-1])
+
+    names = trainable_names(heads)
+    sd, opt_state = from_published(main, groups, names)
+    fresh, fresh_opt = _stepped_heads()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(sd, strict=True)
+    fresh_opt.load_state_dict(opt_state)
+    for key, value in heads.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    main2, groups2 = to_published(fresh.state_dict(), names, fresh_opt.state_dict(), 3)
+
+    def same(a, b, where):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), where
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys(), where
+            for k in a:
+                same(a[k], b[k], f"{where}.{k}")
+        else:
+            assert a == b, where
+
+    same(main, main2, "checkpoint")
+    for g in range(8):
+        same(groups[g], groups2[g], f"{g}-pred_layer")
+    assert len(main["optimizer"]["state"]) == len([n for n in names if n.startswith("trunk.")])
+
+
+def published_source():
+    import os
+
+    root = os.environ.get("DEEPERCLUSTER_SRC")
+    if not root or not os.path.isfile(os.path.join(root, "src", "model", "pretrain.py")):
+        pytest.skip("set DEEPERCLUSTER_SRC to an extracted copy of facebookresearch/DeeperCluster")
+    return root
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The published package `src` importable (pandas, used only by its logger, stubbed when absent)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    root = published_source()
+    monkeypatch.syspath_prepend(root)
+    if importlib.util.find_spec("pandas") is None:
+        stub = types.ModuleType("pandas")
+        stub.__spec__ = importlib.machinery.ModuleSpec("pandas", None)
+        monkeypatch.setitem(sys.modules, "pandas", stub)
+    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+        monkeypatch.delitem(sys.modules, name)
+    return root
+
+
+def test_published_loaders_read_fdsl_checkpoints(published, tmp_path):
+    """The published load_pretrained (what eval_linear / eval_voc_classif / eval_pretrain call) and main.py's
+    restart_from_checkpoint read fdsl's files: same weights, heads and momentum. Full-size VGG16 (the
+    published model is not scalable)."""
+    from argparse import Namespace
+
+    from src.model.model_factory import model_factory, sgd_optimizer
+    from src.model.pretrain import load_pretrained
+    from src.utils import restart_from_checkpoint
+
+    from fdsl.ssl.published_ckpt import write_published
+
+    heads, opt = _stepped_heads(width=1.0, img_size=224)
+    write_published(str(tmp_path), heads, opt, epoch=1, archive=False)
+    args = Namespace(pretrained=str(tmp_path / "checkpoint.pth.tar"), world_size=1, dump_path=str(tmp_path))
+
+    net = model_factory(True)
+    load_pretrained(net, args)  # strict load into net.body
+    for key, value in heads.trunk.body.state_dict().items():
+        assert torch.equal(net.body.state_dict()[key], value), key
+
+    ddp = nn.Module()  # main.py's DDP wrappers: module.* keys
+    ddp.module = model_factory(True)
+    pred, sub = nn.Module(), nn.Module()
+    pred.module, sub.module = nn.Linear(heads.trunk.num_features, 8), nn.Linear(heads.trunk.num_features, 3)
+    optimizers = [sgd_optimizer(m, 0.1, 1e-5) for m in (ddp, pred, sub)]
+    run = {"epoch": 0, "start_iter": 0}
+    restart_from_checkpoint(args, run_variables=run, state_dict=ddp, optimizer=optimizers[0],
+                            pred_layer_state_dict=pred, optimizer_pred_layer=optimizers[1])
+    restart_from_checkpoint(args, ckp_path=str(tmp_path / "5-pred_layer.pth.tar"), state_dict=sub,
+                            optimizer=optimizers[2])
+    assert run == {"epoch": 1, "start_iter": 0}
+    assert torch.equal(ddp.module.sobel[1].weight, heads.trunk.sobel[1].weight)
+    assert torch.equal(pred.module.weight, heads.super_head.weight)
+    assert torch.equal(sub.module.weight, heads.sub_weight[5]) and torch.equal(sub.module.bias, heads.sub_bias[5])
+    momentum = opt.state[heads.sub_weight]["momentum_buffer"][5]
+    assert torch.equal(optimizers[2].state[sub.module.weight]["momentum_buffer"], momentum)
+    first_conv = next(p for p in ddp.module.parameters() if p.requires_grad)
+    assert torch.equal(optimizers[0].state[first_conv]["momentum_buffer"],
+                       opt.state[heads.trunk.body.features[0].weight]["momentum_buffer"])

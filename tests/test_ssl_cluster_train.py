@@ -104,7 +104,8 @@ def test_shards_and_on_the_fly_databases_are_sources(fdsl_cli, images, tmp_path)
     assert "32 images" in out and "NMI with the class folders" in out
     assert "8 images/epoch" in out  # DeepCluster, as published: a quarter of the data set per epoch
     code, out, err = fdsl_cli("deepercluster", "--synthetic", "rcdb", "--num_classes", "4",
-                              "--synthetic_instances", "4", *common, "--dump_path", tmp_path / "synthetic")
+                              "--synthetic_instances", "4", *common, "--batch_size", "4",
+                              "--dump_path", tmp_path / "synthetic")
     assert code == 0, err
     assert "rcdb rendered on the fly" in out and "16 images" in out
 

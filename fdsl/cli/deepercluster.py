@@ -63,6 +63,10 @@ def build_parser() -> Parser:
     g.add_argument("--epoch_size", default="published",
                    help="images drawn per epoch over all processes: 'published' (main.py: the data set with "
                         "rotnet, a quarter of it without), 'data' (the whole data set), or a number")
+    g.add_argument("--published_checkpoint", type=bool_flag, default=True,
+                   help="also write the published layout each epoch (checkpoint.pth.tar with module.* keys, "
+                        "<g>-pred_layer.pth.tar, checkpoints/checkpoint<e>.pth.tar), which the published "
+                        "eval scripts and main.py read")
     g.add_argument("--pca_samples", type=int, default=1_000_000, help="images the PCA is fitted on each round")
     add_run_flags(p)
     return p
@@ -132,12 +136,11 @@ def _run(args, info) -> None:
     if class_labels is not None and indices is not None:
         class_labels = class_labels[indices]
     n = len(cluster_view)
-    global_batch = args.batch_size * info.world_size
-    epoch_size = epoch_images(args.epoch_size, n, layout, global_batch)
 
     torch.manual_seed(MODEL_SEED)  # the published skeleton seed
     trunk = create_trunk(args.arch, args.sobel, args.img_size, args.width)
     check_sizes(RoundConfig(args.k, layout.nsc, args.dim_pca), n, trunk.num_features)
+    epoch_size = epoch_images(args.epoch_size, n, layout, args.batch_size * info.world_size)
     if args.pretrained:
         if not isinstance(trunk, VGG16Net):
             raise UserError("--pretrained loads VGG16 checkpoints; use --arch vgg16")
@@ -152,7 +155,8 @@ def _run(args, info) -> None:
                         persistent_workers=False)
     method = DeeperCluster(trunk, layout, round_cfg, cluster_view, train_set, sampler.sampler, args.dump_path, info,
                            args.reassignment, args.wd, class_labels, indices, args.seed,
-                           log=lambda m: print0(info, m))
+                           log=lambda m: print0(info, m),
+                           published_checkpoint_freq=args.checkpoint_freq if args.published_checkpoint else None)
     method.module.to(info.device)
     optimizer = torch.optim.SGD(method.optimizer_params(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
     method.optimizer = optimizer

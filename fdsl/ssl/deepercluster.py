@@ -155,7 +155,7 @@ class DeeperCluster(Method):
     def __init__(self, trunk: nn.Module, layout: Layout, round_cfg: RoundConfig, cluster_view, train_dataset,
                  sampler, run_dir: str, info, reassignment: int = 3, weight_decay: float = 1e-5,
                  class_labels: np.ndarray | None = None, dataset_indices: np.ndarray | None = None,
-                 seed: int = 0, log=print):
+                 seed: int = 0, log=print, published_checkpoint_freq: int | None = None):
         layout.check()
         self.layout = layout
         self.module = ClusterHeads(trunk, trunk.num_features, layout.super_classes, layout.k_sub)
@@ -171,6 +171,7 @@ class DeeperCluster(Method):
         self.dataset_indices = dataset_indices
         self.seed = seed
         self.log = log
+        self.published_checkpoint_freq = published_checkpoint_freq  # None: no published-layout files
         self.optimizer = None  # set by the caller, so heads re-created after a round lose their momentum
         self.round_epoch: int | None = None  # epoch whose clustering the heads were trained on
         self.labels: np.ndarray | None = None  # combined labels of the current round, in memory
@@ -232,7 +233,13 @@ class DeeperCluster(Method):
             self.round_stats["nmi_classes"] = result.nmi_classes
 
     def after_epoch(self, epoch: int, ctx=None) -> dict:
-        """The same columns every epoch: the round's start and its NMIs (per-stage times: clusters/rounds.csv)."""
+        """The same columns every epoch: the round's start and its NMIs (per-stage times: clusters/rounds.csv).
+        Rank 0 also writes the published checkpoint layout (fdsl.ssl.published_ckpt) when asked."""
+        if self.published_checkpoint_freq and self.info.is_main:
+            from fdsl.ssl.published_ckpt import write_published
+
+            write_published(self.run_dir, self.module, self.optimizer, epoch + 1,
+                            archive=epoch % self.published_checkpoint_freq == 0)
         return {"cluster_round": self.round_epoch, **self.round_stats}
 
     def state_dict(self) -> dict:
