@@ -4,6 +4,7 @@ the checkpoint layout. Where the published code runs on a CPU with only torch, i
 fetched copy named by DEEPERCLUSTER_SRC (skipped without it); elsewhere a small reference of its math."""
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -253,3 +254,69 @@ def test_published_loaders_read_fdsl_checkpoints(published, tmp_path):
     first_conv = next(p for p in ddp.module.parameters() if p.requires_grad)
     assert torch.equal(optimizers[0].state[first_conv]["momentum_buffer"],
                        opt.state[heads.trunk.body.features[0].weight]["momentum_buffer"])
+
+
+# --- k-means: the published empty-cluster rule ----------------------------------------------------------------
+
+def _empty_prone(n=96, d=8, k=12, far=3, seed=0):
+    """L2-normalised points and an initialisation whose last `far` centroids attract no point."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    init = x[rng.choice(n, k, replace=False)].copy()
+    init[k - far:] = 50.0  # far from the unit sphere: empty at the first pass
+    return x, init
+
+
+def _fdsl_published_kmeans(monkeypatch, x, init, niter, world_id):
+    from fdsl.ssl import kmeans as km
+
+    monkeypatch.setattr(km, "initial_centroids", lambda *a, **k: init.copy())
+    return km.kmeans(x, init.shape[0], niter, seed=0, backend="torch", empty_rule="published", world_id=world_id)
+
+
+def test_published_empty_rule_splits_one_donor_per_pass(monkeypatch):
+    """The reference from distributed_kmeans.py:259-279: the donor is the re-seeded pick among the non-empty
+    clusters, the same for every empty cluster; it keeps half of its points each time, the first ones move."""
+    x, init = _empty_prone()
+    dist2 = ((x[:, None] - init[None]) ** 2).sum(-1)
+    first = dist2.argmin(1)
+    nonempty = np.flatnonzero(np.bincount(first, minlength=12) > 0)
+    for world_id in (0, 3):
+        donor = nonempty[np.random.RandomState(world_id).randint(len(nonempty))]
+        res = _fdsl_published_kmeans(monkeypatch, x, init, 0, world_id)  # one pass: assign, then split
+        labels = first.copy()
+        members = np.flatnonzero(labels == donor)
+        for empty in (9, 10, 11):  # each split keeps count - count // 2 ... of the same donor, first points move
+            count = members.size
+            moving = members[:count - count // 2]
+            labels[moving] = empty
+            members = np.flatnonzero(labels == donor)
+        assert np.array_equal(res.labels, labels)
+        for empty in (9, 10, 11):
+            assert np.allclose(res.centroids[empty], init[donor], atol=1e-6)
+
+
+def test_published_kmeans_side_by_side(monkeypatch, published, tmp_path):
+    """The published distributed_kmeans (torch E-step, one gloo process, .cuda() as a no-op) and fdsl's
+    kmeans(empty_rule='published') from the same initial centroids: the same labels and centroids. One pass
+    (the split centroids differ by 1e-7, so later passes hinge on float rounding of two distance formulas)."""
+    from argparse import Namespace
+
+    import torch.distributed as dist
+    from src.distributed_kmeans import distributed_kmeans
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    x, init = _empty_prone()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        args = Namespace(use_faiss=False, niter=0, dim_pca=x.shape[1], batch_size=16, dump_path=str(tmp_path))
+        for world_id in (0, 2):
+            labels, centroids = distributed_kmeans(args, x.shape[0], init.shape[0], torch.from_numpy(x), 0, 1,
+                                                   torch.from_numpy(init.copy()), world_id=world_id)
+            res = _fdsl_published_kmeans(monkeypatch, x, init, 0, world_id)
+            assert np.array_equal(res.labels, labels.astype(np.int64)), world_id
+            assert np.allclose(res.centroids, centroids.numpy(), atol=1e-7, rtol=0)
+            assert {9, 10, 11} <= set(res.labels.tolist())  # the three empties took points of the one donor
+    finally:
+        dist.destroy_process_group()

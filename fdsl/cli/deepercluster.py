@@ -63,6 +63,9 @@ def build_parser() -> Parser:
     g.add_argument("--epoch_size", default="published",
                    help="images drawn per epoch over all processes: 'published' (main.py: the data set with "
                         "rotnet, a quarter of it without), 'data' (the whole data set), or a number")
+    g.add_argument("--empty_clusters", choices=["published", "split"], default="published",
+                   help="k-means empty clusters: 'published' (every empty cluster of a pass splits the same "
+                        "donor, the published re-seeded pick) or 'split' (each a different donor, by size)")
     g.add_argument("--published_checkpoint", type=bool_flag, default=True,
                    help="also write the published layout each epoch (checkpoint.pth.tar with module.* keys, "
                         "<g>-pred_layer.pth.tar, checkpoints/checkpoint<e>.pth.tar), which the published "
@@ -147,7 +150,7 @@ def _run(args, info) -> None:
         load_body(trunk, args.pretrained, log=lambda m: print0(info, m))
 
     round_cfg = RoundConfig(args.k, layout.nsc, args.dim_pca, args.niter, args.pca_samples, args.batch_size,
-                            args.workers, args.seed, args.use_faiss)
+                            args.workers, args.seed, args.use_faiss, args.empty_clusters)
     sampler = Resumable(UniformClusterSampler(np.zeros(n, np.int64), epoch_size, info.world_size, info.rank,
                                               args.seed, layout.rotations), args.seed, info.rank)
     loader = DataLoader(Seeded(train_set), batch_size=args.batch_size, sampler=sampler, drop_last=True,

@@ -40,6 +40,7 @@ class RoundConfig:
     workers: int = 4
     seed: int = 0
     use_faiss: bool = True
+    empty_rule: str = "published"  # k-means empty clusters: "published" or "split" (fdsl.ssl.kmeans)
 
     @property
     def k_sub(self) -> int:
@@ -167,7 +168,7 @@ def run_round(trunk, dataset, cfg: RoundConfig, info, epoch: int, run_dir: str, 
     t0 = time.perf_counter()
     backend = choose_backend(info.device, cfg.use_faiss)
     tree = two_level(whitened, cfg.nsc, cfg.k_sub, cfg.niter, cfg.seed * 100003 + epoch, info, backend,
-                     info.device, log=None)
+                     info.device, log=None, empty_rule=cfg.empty_rule)
     del whitened
     super_labels = gather_in_order(torch.from_numpy(tree.super_labels), info).numpy()
     sub_labels = gather_in_order(torch.from_numpy(tree.sub_labels), info).numpy()
