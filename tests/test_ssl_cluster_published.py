@@ -320,3 +320,48 @@ def test_published_kmeans_side_by_side(monkeypatch, published, tmp_path):
             assert {9, 10, 11} <= set(res.labels.tolist())  # the three empties took points of the one donor
     finally:
         dist.destroy_process_group()
+
+
+# --- eval_pretrain: the sobel2RGB fold --------------------------------------------------------------------------
+
+def _folds(seed=5):
+    import copy
+
+    from fdsl.models.vgg import create_vgg16, sobel2rgb
+
+    torch.manual_seed(0)
+    net = create_vgg16(sobel=True, img_size=32, width=1.0)  # 64 channels in conv1, as published
+    exact, published = copy.deepcopy(net), copy.deepcopy(net)
+    sobel2rgb(exact)
+    torch.manual_seed(seed)
+    sobel2rgb(published, published=True)
+    return net, exact.body.features[0], published.body.features[0]
+
+
+def test_published_sobel2rgb_folds_taps_0_to_2_only():
+    """model_factory.py sobel2RGB loops range(3) over the 5x5 kernel: taps [0:3, 0:3] are the fold, the rest
+    is the new conv's init from the global generator (the same draw as a fresh Conv2d after the same seed)."""
+    _, exact, published = _folds()
+    assert torch.equal(published.weight[:, :, :3, :3], exact.weight[:, :, :3, :3])
+    torch.manual_seed(5)
+    fresh = nn.Conv2d(3, 64, kernel_size=5, padding=1)
+    assert torch.equal(published.weight[:, :, 3:], fresh.weight[:, :, 3:])
+    assert torch.equal(published.weight[:, :, :, 3:], fresh.weight[:, :, :, 3:])
+    assert not torch.allclose(published.weight[:, :, 3:], exact.weight[:, :, 3:])
+    assert torch.equal(published.bias, exact.bias)
+
+
+def test_published_sobel2rgb_side_by_side(published):
+    """The published sobel2RGB on the same weights, after the same seed: the same 5x5 conv."""
+    import copy
+
+    from src.model.model_factory import Net, sobel2RGB
+
+    net, _, fdsl_fold = _folds()
+    theirs = Net(nn.ConstantPad2d(2, 0.0), True, copy.deepcopy(net.body), None)
+    theirs.sobel.load_state_dict(net.sobel.state_dict())
+    torch.manual_seed(5)
+    sobel2RGB(theirs)
+    assert theirs.sobel is None
+    assert torch.allclose(theirs.body.features[0].weight, fdsl_fold.weight, atol=1e-6, rtol=1e-5)
+    assert torch.equal(theirs.body.features[0].bias, fdsl_fold.bias)

@@ -5,7 +5,9 @@ unsupervised weights, with the published eval_pretrain.py flags (spec ssl.md A.1
 trains on the val split.
 
 Fixed from the published script: --sobel is honoured, the class count comes from the folder, and the
-sampler's epoch is set every epoch (the published DistributedSampler repeated the same order).
+sampler's epoch is set every epoch (the published DistributedSampler repeated the same order). Kept by
+default because the published numbers came from it: the sobel2RGB fold leaves taps 3-4 of the 5x5 conv
+random (--sobel2RGB_fold exact folds them all).
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ def build_parser() -> Parser:
     g.add_argument("--evaluate", type=bool_flag, default=False, help="validate only")
     g.add_argument("--sobel", type=bool_flag, default=False)
     g.add_argument("--sobel2RGB", type=bool_flag, default=False, help="fold the Sobel front end into conv1")
+    g.add_argument("--sobel2RGB_fold", choices=["published", "exact"], default="published",
+                   help="published: as the published script, only taps [0:3, 0:3] of the 5x5 conv are folded and "
+                        "rows/columns 3-4 stay random; exact: the whole composition")
     g.add_argument("--pretrained", default="", help="the unsupervised VGG16 checkpoint (published or fdsl)")
     g.add_argument("--data_path", default="", help="DATA with train/ and val/")
     g.add_argument("--workers", type=int, default=8)
@@ -93,7 +98,7 @@ def _run(args, info) -> None:
     if args.pretrained:
         load_body(net, args.pretrained, strict_classifier=False, log=lambda m: print0(info, m))
     if args.sobel2RGB:
-        sobel2rgb(net)
+        sobel2rgb(net, published=args.sobel2RGB_fold == "published")
     for m in net.body.classifier.modules():  # fc6 and fc7 start afresh
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.01)
