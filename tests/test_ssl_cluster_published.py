@@ -365,3 +365,43 @@ def test_published_sobel2rgb_side_by_side(published):
     assert theirs.sobel is None
     assert torch.allclose(theirs.body.features[0].weight, fdsl_fold.weight, atol=1e-6, rtol=1e-5)
     assert torch.equal(theirs.body.features[0].bias, fdsl_fold.bias)
+
+
+# --- PCA: the published sample and fit ----------------------------------------------------------------------------
+
+def test_pca_sample_is_the_published_one():
+    """distributed_kmeans.py:36-43: int(D(D-1)/2 / batch / world) batches per rank, the first ones of each
+    rank's share, capped by the share: 8,386,560 images for fc7 at the paper's 64 x 48."""
+    from fdsl.ssl.clustering import RoundConfig, pca_rows, published_pca_rows
+
+    assert published_pca_rows(4096, 48, 64) * 64 == 8_386_560
+    cfg = RoundConfig(k=4, nsc=1, dim_pca=4, batch_size=8)
+    assert np.array_equal(pca_rows(500, 16, cfg, DistInfo(), 0), np.arange(120))  # 16 x 15 / 2 = 120 = 15 x 8
+    assert pca_rows(100, 16, cfg, DistInfo(), 0) is None  # the whole share
+    two = DistInfo(rank=1, world_size=2)  # int(120 / 8 / 2) = 7 batches per rank
+    assert np.array_equal(pca_rows(500, 16, cfg, two, 0), np.arange(56))
+    random = RoundConfig(k=4, nsc=1, dim_pca=4, batch_size=8, pca_samples=50)  # fdsl's random sample
+    rows = pca_rows(500, 16, random, DistInfo(), 0)
+    assert rows.size == 50 and not np.array_equal(rows, np.arange(50))
+
+
+def test_pca_matches_the_published_fit(published):
+    """src/utils.py PCA.train_pca (numpy eigh of X^T X / n, floor max x 1e-5, whitening 0.5) and fdsl's
+    fit_pca on the same features: the same whitened, L2-normalised rows (up to each component's sign)."""
+    from src.utils import PCA, normalize
+
+    from fdsl.ssl.pca import fit_pca
+
+    rng = np.random.default_rng(0)
+    feats = (rng.standard_normal((400, 12)) @ rng.standard_normal((12, 12)) * [5] + 3).astype(np.float32)
+    feats[:, -1] = feats[:, 0]  # a zero eigenvalue: the floor is used
+    ours = fit_pca(feats, 6)
+    mean = feats.mean(0).astype(np.float32)
+    theirs = PCA(dim=6, whit=0.5)
+    centred = feats - mean
+    theirs.train_pca(centred.T @ centred / centred.shape[0])
+    theirs.mean = mean
+    want = normalize(theirs.apply(feats.copy()))
+    got = ours.apply(feats)
+    signs = np.sign((got * want).sum(0))
+    assert np.allclose(got * signs, want, atol=2e-4)

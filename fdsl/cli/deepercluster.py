@@ -70,7 +70,9 @@ def build_parser() -> Parser:
                    help="also write the published layout each epoch (checkpoint.pth.tar with module.* keys, "
                         "<g>-pred_layer.pth.tar, checkpoints/checkpoint<e>.pth.tar), which the published "
                         "eval scripts and main.py read")
-    g.add_argument("--pca_samples", type=int, default=1_000_000, help="images the PCA is fitted on each round")
+    g.add_argument("--pca_samples", default="published",
+                   help="images the PCA is fitted on each round: 'published' (the first D(D-1)/2 images, D the "
+                        "feature size: 8.4M for fc7, capped by the data) or a number of random images")
     add_run_flags(p)
     return p
 
@@ -91,6 +93,14 @@ def epoch_images(choice: str, n: int, layout, global_batch: int) -> int:
         raise UserError(f"one global batch ({global_batch} = --batch_size x processes) is larger than the images "
                         f"per epoch (--epoch_size {choice}, {n} images); lower --batch_size")
     return size
+
+
+def pca_samples(choice: str) -> int | None:
+    if choice == "published":
+        return None
+    if not choice.isdigit() or int(choice) < 2:
+        raise UserError(f"--pca_samples {choice!r}: use published or a number of images (2 or more)")
+    return int(choice)
 
 
 def parse(argv: list[str]):
@@ -149,7 +159,7 @@ def _run(args, info) -> None:
             raise UserError("--pretrained loads VGG16 checkpoints; use --arch vgg16")
         load_body(trunk, args.pretrained, log=lambda m: print0(info, m))
 
-    round_cfg = RoundConfig(args.k, layout.nsc, args.dim_pca, args.niter, args.pca_samples, args.batch_size,
+    round_cfg = RoundConfig(args.k, layout.nsc, args.dim_pca, args.niter, pca_samples(args.pca_samples), args.batch_size,
                             args.workers, args.seed, args.use_faiss, args.empty_clusters)
     sampler = Resumable(UniformClusterSampler(np.zeros(n, np.int64), epoch_size, info.world_size, info.rank,
                                               args.seed, layout.rotations), args.seed, info.rank)

@@ -35,7 +35,7 @@ class RoundConfig:
     nsc: int  # super-clusters
     dim_pca: int
     niter: int = 10
-    pca_samples: int = 1_000_000  # images (over all ranks) the PCA is fitted on
+    pca_samples: int | None = None  # None: as published (pca_rows); a number: that many random images
     batch_size: int = 48
     workers: int = 4
     seed: int = 0
@@ -81,7 +81,8 @@ def check_sizes(cfg: RoundConfig, num_images: int, feature_dim: int) -> None:
 def estimate_bytes(cfg: RoundConfig, n_local: int, feature_dim: int) -> dict:
     """Peak host memory per process of each stage (features are float32, the PCA covariance float64)."""
     features = n_local * feature_dim * 4
-    pca_rows = min(n_local, cfg.pca_samples)
+    pca_rows = min(n_local, published_pca_rows(feature_dim, cfg.batch_size, 1) if cfg.pca_samples is None
+                   else cfg.pca_samples)
     stages = {
         "features": 2 * features,  # the batches, then their concatenation
         "pca": features + pca_rows * feature_dim * 4 + 3 * feature_dim ** 2 * 8,
@@ -116,6 +117,24 @@ def check_memory(cfg: RoundConfig, n_local: int, feature_dim: int, log=print) ->
         raise UserError(f"clustering {n_local} images per process needs about {need / GiB:.1f} GiB of memory "
                         f"({detail} GiB) but {avail / GiB:.1f} GiB is available; lower --dim_pca, --k or "
                         "--size_dataset, or use more processes")
+
+
+def published_pca_rows(feature_dim: int, batch_size: int, world_size: int) -> int:
+    """Rows per rank the published PCA is fitted on (distributed_kmeans.py:36-43): D(D - 1) / 2 images over
+    all ranks (D the feature size: 8,386,560 for fc7), in whole batches of batch x world."""
+    return int(feature_dim * (feature_dim - 1) / 2 / batch_size / world_size) * batch_size
+
+
+def pca_rows(n_local: int, feature_dim: int, cfg: RoundConfig, info, epoch: int) -> np.ndarray | None:
+    """This rank's rows the PCA is fitted on (None: all of them). Published (pca_samples None): the first
+    published_pca_rows of each rank's share, capped by the share; with fdsl's strided shares that is the
+    first D(D - 1) / 2 images of the data. A number: that many images at random, over all ranks."""
+    if cfg.pca_samples is None:
+        count = published_pca_rows(feature_dim, cfg.batch_size, info.world_size)
+        return np.arange(count) if count < n_local else None
+    rng = np.random.default_rng([cfg.seed, epoch, info.rank])
+    per_rank = -(-cfg.pca_samples // info.world_size)
+    return np.sort(rng.choice(n_local, per_rank, replace=False)) if per_rank < n_local else None
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,9 +174,7 @@ def run_round(trunk, dataset, cfg: RoundConfig, info, epoch: int, run_dir: str, 
     seconds["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng([cfg.seed, epoch, info.rank])
-    per_rank = -(-cfg.pca_samples // info.world_size)
-    rows = np.sort(rng.choice(feats.shape[0], per_rank, replace=False)) if per_rank < feats.shape[0] else None
+    rows = pca_rows(feats.shape[0], feature_dim, cfg, info, epoch)
     pca = fit_pca(feats[torch.from_numpy(rows)] if rows is not None else feats, cfg.dim_pca, info, info.device)
     whitened = pca.apply(feats, info.device)
     del feats
