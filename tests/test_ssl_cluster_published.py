@@ -405,3 +405,21 @@ def test_pca_matches_the_published_fit(published):
     got = ours.apply(feats)
     signs = np.sign((got * want).sum(0))
     assert np.allclose(got * signs, want, atol=2e-4)
+
+
+def test_eval_pretrain_reads_the_same_order_every_epoch_as_published():
+    """eval_pretrain.py:196 builds a fresh DistributedSampler each epoch (epoch 0): the same order every
+    epoch. fdsl's default keeps that order; the augmentation seeds still change; --reshuffle true draws anew."""
+    from fdsl.cli.eval_pretrain import SameOrder
+    from fdsl.eval import data as ed
+
+    loader = ed.train_loader(list(range(40)), 4, 0, DistInfo(), seed=3)
+    same = SameOrder(loader)
+    orders = []
+    for epoch in (0, 1):
+        same.set_epoch(epoch)
+        orders.append(list(loader.sampler))
+    assert [i for i, _ in orders[0]] == [i for i, _ in orders[1]]
+    assert [s for _, s in orders[0]] != [s for _, s in orders[1]]
+    ed.Epochs(loader).set_epoch(1)
+    assert [i for i, _ in loader.sampler] != [i for i, _ in orders[0]]

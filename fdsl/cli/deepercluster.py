@@ -63,6 +63,8 @@ def build_parser() -> Parser:
     g.add_argument("--epoch_size", default="published",
                    help="images drawn per epoch over all processes: 'published' (main.py: the data set with "
                         "rotnet, a quarter of it without), 'data' (the whole data set), or a number")
+    g.add_argument("--sync_bn", type=bool_flag, default=True,
+                   help="BatchNorm statistics over all processes' batches (published: apex SyncBN); CUDA only")
     g.add_argument("--empty_clusters", choices=["published", "split"], default="published",
                    help="k-means empty clusters: 'published' (every empty cluster of a pass splits the same "
                         "donor, the published re-seeded pick) or 'split' (each a different donor, by size)")
@@ -185,7 +187,7 @@ def _run(args, info) -> None:
         run_dir=args.dump_path, arch=f"deepercluster-{args.arch}", args=plain(args), seed=args.seed,
         epochs=args.nepochs, start_epoch=args.epoch or None, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, held_interval=args.checkpoint_freq,
-        log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler,
+        log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler, sync_bn=args.sync_bn,
         trackers_args=args if (args.log_wandb or args.log_tensorboard) else None, describe=describe)
     fit.fit(cfg, info, method, SourceEpochs(sampler, source), train_loader, optimizer,
             schedule.Schedule(None, False, len(train_loader)))

@@ -4,10 +4,10 @@ unsupervised weights, with the published eval_pretrain.py flags (spec ssl.md A.1
 `--sobel2RGB true` folds the Sobel front end into conv1; `--evaluate true` validates only; `--debug true`
 trains on the val split.
 
-Fixed from the published script: --sobel is honoured, the class count comes from the folder, and the
-sampler's epoch is set every epoch (the published DistributedSampler repeated the same order). Kept by
-default because the published numbers came from it: the sobel2RGB fold leaves taps 3-4 of the 5x5 conv
-random (--sobel2RGB_fold exact folds them all).
+Fixed from the published script: --sobel is honoured and the class count comes from the folder. Kept by
+default because the published numbers came from them: the sobel2RGB fold leaves taps 3-4 of the 5x5 conv
+random (--sobel2RGB_fold exact folds them all), and every epoch reads the images in the same order (a fresh
+DistributedSampler each epoch; --reshuffle true draws a new order).
 """
 from __future__ import annotations
 
@@ -55,6 +55,9 @@ def build_parser() -> Parser:
     g.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier of the checkpoint")
     g.add_argument("--img_size", type=int, default=224, help="crop side")
     g.add_argument("--lr_step", type=int, default=30, help="epochs between the x0.1 lr steps")
+    g.add_argument("--reshuffle", type=bool_flag, default=False,
+                   help="a new sample order every epoch (published: a fresh DistributedSampler each epoch, so the "
+                        "same order every epoch)")
     add_run_flags(p)
     p.set_defaults(seed=35)  # the published --seed default
     return p
@@ -70,6 +73,18 @@ class VGGClassifier(nn.Module):
 
     def forward(self, x):
         return self.pred_layer(self.net(x))
+
+
+class SameOrder:
+    """The published sample order: epoch 0's permutation every epoch; the augmentations still change."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        resumable = self.loader.sampler  # fdsl.data.samplers.Resumable: augmentation seeds per epoch
+        resumable.set_epoch(epoch)
+        resumable.sampler.set_epoch(0)
 
 
 def _run(args, info) -> None:
@@ -133,7 +148,8 @@ def _run(args, info) -> None:
         pause_updates=args.pause_updates, save_every_updates=args.save_every, held_interval=args.checkpoint_freq,
         higher_is_better=True, log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler,
         trackers_args=args if (args.log_wandb or args.log_tensorboard) else None, describe=describe)
-    fit.fit(cfg, info, Classification(model, nn.CrossEntropyLoss()), ed.Epochs(loader), loader, optimizer,
+    epochs = ed.Epochs(loader) if args.reshuffle else SameOrder(loader)
+    fit.fit(cfg, info, Classification(model, nn.CrossEntropyLoss()), epochs, loader, optimizer,
             StepDecay(optimizer, args.lr, args.lr_step, 0.1, per_iteration=False), evaluate)
 
 
