@@ -423,3 +423,29 @@ def test_eval_pretrain_reads_the_same_order_every_epoch_as_published():
     assert [s for _, s in orders[0]] != [s for _, s in orders[1]]
     ed.Epochs(loader).set_epoch(1)
     assert [i for i, _ in loader.sampler] != [i for i, _ in orders[0]]
+
+
+def test_convert_an_fdsl_checkpoint_to_the_published_layout(fdsl_cli, tmp_path):
+    """`fdsl deepercluster-convert` on an fdsl checkpoint (end of epoch 2) writes what a run writes itself
+    after 3 epochs; anything else is one error line."""
+    from fdsl.ssl.published_ckpt import read_published, write_published
+
+    heads, opt = _stepped_heads()
+    torch.save({"arch": "deepercluster-vgg16", "state_dict": heads.state_dict(), "optimizer": opt.state_dict(),
+                "epoch": 2}, tmp_path / "last.pth.tar")
+    code, out, err = fdsl_cli("deepercluster-convert", tmp_path / "last.pth.tar", tmp_path / "converted")
+    assert code == 0, err
+    assert "8 sub-class head files" in out
+    write_published(str(tmp_path / "direct"), heads, opt, epoch=3, archive=False)
+    (main_a, heads_a), (main_b, heads_b) = (read_published(str(tmp_path / d), 8) for d in ("converted", "direct"))
+    assert main_a["epoch"] == main_b["epoch"] == 3
+    for key in ("state_dict", "pred_layer_state_dict"):
+        assert all(torch.equal(main_a[key][k], main_b[key][k]) for k in main_b[key])
+    assert main_a["optimizer"]["state"].keys() == main_b["optimizer"]["state"].keys()
+    assert all(torch.equal(main_a["optimizer"]["state"][i]["momentum_buffer"], v["momentum_buffer"])
+               for i, v in main_b["optimizer"]["state"].items())
+    assert torch.equal(heads_a[7]["optimizer"]["state"][0]["momentum_buffer"],
+                       heads_b[7]["optimizer"]["state"][0]["momentum_buffer"])
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.pth")
+    code, _, err = fdsl_cli("deepercluster-convert", tmp_path / "other.pth", tmp_path / "x")
+    assert code == 2 and "not an fdsl DeeperCluster checkpoint" in err and "Traceback" not in err

@@ -8,6 +8,7 @@ runs, and fdsl reads theirs. What the published main.py writes (src/trainer.py s
   <g>-pred_layer.pth.tar   epoch, start_iter, state_dict (sub-class head g: module.weight, module.bias), optimizer
   checkpoints/checkpoint<e>.pth.tar   a copy of checkpoint.pth.tar every checkpoint_freq epochs
 
+`fdsl deepercluster-convert CKPT OUT_DIR` writes them from any fdsl DeeperCluster checkpoint.
 fdsl keeps one SGD over every tensor (trunk, then super_head, sub_weight [S, k_sub, D], sub_bias); its
 momentum buffers are split into the published per-module optimizers and joined back.
 """
@@ -100,15 +101,44 @@ def write_published(run_dir: str, module: torch.nn.Module, optimizer, epoch: int
     `archive`, also a copy to checkpoints/checkpoint<epoch - 1>.pth.tar, as published."""
     main, heads = to_published(module.state_dict(), trainable_names(module),
                                None if optimizer is None else optimizer.state_dict(), epoch)
+    save_files(run_dir, main, heads, archive)
+
+
+def save_files(run_dir: str, main: dict, heads: list[dict], archive: bool = False) -> None:
+    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, MAIN)
     save_atomic(main, path)
     for g, head in enumerate(heads):
         save_atomic(head, os.path.join(run_dir, head_file(g)))
     if archive:
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        copy = os.path.join(run_dir, "checkpoints", f"checkpoint{epoch - 1}.pth.tar")
+        copy = os.path.join(run_dir, "checkpoints", f"checkpoint{main['epoch'] - 1}.pth.tar")
         shutil.copyfile(path, f"{copy}.tmp{os.getpid()}")
         os.replace(f"{copy}.tmp{os.getpid()}", copy)
+
+
+BN_BUFFERS = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def convert_fdsl_checkpoint(path: str, out_dir: str) -> int:
+    """An fdsl DeeperCluster checkpoint (last.pth.tar, checkpoint-<e>.pth.tar, ...) of the VGG16 trunk to the
+    published files in out_dir; returns the number of sub-class heads. The trainable tensors, in the
+    optimizer's order, are the state dict's parameters without the fixed Sobel ones."""
+    from fdsl.checkpoint_io import load
+    from fdsl.errors import UserError
+
+    ckpt = load(path)
+    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not sd or "sub_weight" not in sd or "trunk.body.features.0.weight" not in sd:
+        raise UserError(f"{path} is not an fdsl DeeperCluster checkpoint of the VGG16 trunk (no trunk.body.* "
+                        "and sub_weight); the published layout exists for VGG16 only")
+    names = [k for k in sd if not k.endswith(BN_BUFFERS) and not k.startswith("trunk.sobel.")]
+    epoch, start_iter = ckpt.get("resume_at") or [int(ckpt.get("epoch", -1)) + 1, 0]
+    main, heads = to_published(sd, names, ckpt.get("optimizer"), int(epoch))
+    for part in [main, *heads]:
+        part["start_iter"] = int(start_iter)
+    save_files(out_dir, main, heads)
+    return len(heads)
 
 
 def read_published(run_dir: str, num_groups: int) -> tuple[dict, list[dict]]:
