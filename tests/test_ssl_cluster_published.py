@@ -449,3 +449,44 @@ def test_convert_an_fdsl_checkpoint_to_the_published_layout(fdsl_cli, tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.pth")
     code, _, err = fdsl_cli("deepercluster-convert", tmp_path / "other.pth", tmp_path / "x")
     assert code == 2 and "not an fdsl DeeperCluster checkpoint" in err and "Traceback" not in err
+
+
+def _two_rank_grads(rank, world, init, out):
+    """One rank of the 2-process gloo check: DDP over ClusterHeads, this rank's half of the batch."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        method, images, groups, subs = _two_rank_problem()
+        ddp = DistributedDataParallel(method.module)
+        ctx = Ctx()
+        ctx.info = DistInfo(rank=rank, world_size=world)
+        mine = slice(rank * 8, rank * 8 + 8)
+        method.training_step(ddp, (images[mine], groups[mine], subs[mine]), ctx).loss.backward()
+        torch.save({k: p.grad for k, p in method.module.named_parameters()}, f"{out}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_rank_problem():
+    torch.manual_seed(0)
+    method = DeeperCluster(Trunk(7, 5), Layout(k=12, super_classes=4, rotnet=False), None, None, None, None,
+                           "unused", DistInfo())
+    groups = torch.tensor([0, 0, 0, 0, 0, 1, 1, 3, 0, 2, 2, 2, 2, 2, 2, 3])  # unequal, different per rank
+    return method, torch.randn(16, 7), groups, torch.randint(0, 3, (16,))
+
+
+def test_two_processes_give_the_one_process_gradients(tmp_path):
+    """The group counts are global: two gloo processes (DDP, 8 samples each, groups unevenly spread) give every
+    tensor the gradient that one process computes on the 16 samples (itself the per-group reference above)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_grads, args=(2, f"file://{tmp_path}/pg", str(tmp_path / "g")), nprocs=2, join=True)
+    method, images, groups, subs = _two_rank_problem()
+    method.training_step(method.module, (images, groups, subs), Ctx()).loss.backward()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"g-{rank}.pt", weights_only=True)
+        for name, p in method.module.named_parameters():
+            assert torch.allclose(got[name], p.grad, atol=1e-6, rtol=1e-5), (rank, name)
