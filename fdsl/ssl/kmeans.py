@@ -204,7 +204,8 @@ def split_like_published(centroids: np.ndarray, counts: np.ndarray, labels: np.n
     non-empty before the splits; k = m's centroid + (-1e-7, +1e-7, ...) per dimension, m moved the other way;
     count[k] = count[m] // 2, count[m] -= count[k]; then the first count[m] points of m are relabelled k
     (published: of this rank's points, by the global count; here the smallest image ids over all ranks, the
-    same at one process)."""
+    same at one process). A donor split down to nothing stays empty here (published too); kmeans then fills
+    it like any empty cluster, so no cluster is ever returned empty."""
     counts = counts.astype(np.int64).copy()
     nonempty = np.flatnonzero(counts > 0)
     sign = np.where(np.arange(centroids.shape[1]) % 2 == 1, 1.0, -1.0).astype(np.float32) * np.float32(PUBLISHED_EPS)
@@ -300,6 +301,6 @@ def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min
             split_like_published(centroids, counts, labels, ids, world_id, info)
         else:
             split_empty_clusters(centroids, counts, rng)
-    if empty_rule != "published" or min_size > 1:  # published: a donor split down to nothing stays empty
-        labels, counts = enforce_min_size(labels, counts, min_size, rng, priority(ids, seed + 1), info)
+    # under the published rule too: a donor it split down to nothing would stay empty there
+    labels, counts = enforce_min_size(labels, counts, min_size, rng, priority(ids, seed + 1), info)
     return KMeansResult(centroids, labels, counts, losses, time.perf_counter() - start_time)
