@@ -81,8 +81,7 @@ def check_sizes(cfg: RoundConfig, num_images: int, feature_dim: int) -> None:
 def estimate_bytes(cfg: RoundConfig, n_local: int, feature_dim: int) -> dict:
     """Peak host memory per process of each stage (features are float32, the PCA covariance float64)."""
     features = n_local * feature_dim * 4
-    pca_rows = min(n_local, published_pca_rows(feature_dim, cfg.batch_size, 1) if cfg.pca_samples is None
-                   else cfg.pca_samples)
+    pca_rows = 0 if cfg.pca_samples is None else min(n_local, cfg.pca_samples)  # published: a view, no copy
     stages = {
         "features": 2 * features,  # the batches, then their concatenation
         "pca": features + pca_rows * feature_dim * 4 + 3 * feature_dim ** 2 * 8,
@@ -125,13 +124,14 @@ def published_pca_rows(feature_dim: int, batch_size: int, world_size: int) -> in
     return int(feature_dim * (feature_dim - 1) / 2 / batch_size / world_size) * batch_size
 
 
-def pca_rows(n_local: int, feature_dim: int, cfg: RoundConfig, info, epoch: int) -> np.ndarray | None:
+def pca_rows(n_local: int, feature_dim: int, cfg: RoundConfig, info, epoch: int) -> slice | np.ndarray | None:
     """This rank's rows the PCA is fitted on (None: all of them). Published (pca_samples None): the first
-    published_pca_rows of each rank's share, capped by the share; with fdsl's strided shares that is the
-    first D(D - 1) / 2 images of the data. A number: that many images at random, over all ranks."""
+    published_pca_rows of each rank's share (a slice: a view, no copy), capped by the share; with fdsl's
+    strided shares that is the first D(D - 1) / 2 images of the data. A number: that many images at random,
+    over all ranks (sorted row indices)."""
     if cfg.pca_samples is None:
         count = published_pca_rows(feature_dim, cfg.batch_size, info.world_size)
-        return np.arange(count) if count < n_local else None
+        return slice(0, count) if count < n_local else None
     rng = np.random.default_rng([cfg.seed, epoch, info.rank])
     per_rank = -(-cfg.pca_samples // info.world_size)
     return np.sort(rng.choice(n_local, per_rank, replace=False)) if per_rank < n_local else None
@@ -175,7 +175,9 @@ def run_round(trunk, dataset, cfg: RoundConfig, info, epoch: int, run_dir: str, 
 
     t0 = time.perf_counter()
     rows = pca_rows(feats.shape[0], feature_dim, cfg, info, epoch)
-    pca = fit_pca(feats[torch.from_numpy(rows)] if rows is not None else feats, cfg.dim_pca, info, info.device)
+    sample = feats if rows is None else feats[rows if isinstance(rows, slice) else torch.from_numpy(rows)]
+    pca = fit_pca(sample, cfg.dim_pca, info, info.device)
+    del sample
     whitened = pca.apply(feats, info.device)
     del feats
     seconds["pca"] = time.perf_counter() - t0
