@@ -18,7 +18,7 @@ import pickle
 import torch
 from torch import nn
 
-from fdsl import checkpoint_io as checkpoint
+from fdsl.engine import checkpoint
 from fdsl.errors import UserError
 
 RANDOM_INIT = ("", "none", "random", "no")
