@@ -158,7 +158,7 @@ def bench_deepcluster(args) -> None:
         run = os.path.join(work, f"deepcluster-s{seed}")
         t = time.perf_counter()
         code = main(["deepercluster", "--data_path", os.path.join(digits, "train"), *tiny, "--super_classes", "1",
-                     "--rotnet", "false", "--k", str(args.dc_k), "--dim_pca", "64", "--sobel", "true",
+                     "--rotnet", "false", "--k", str(args.dc_k), "--epoch_size", "data", "--dim_pca", "64", "--sobel", "true",
                      "--batch_size", "64", "--lr", "0.05", "--nepochs", str(args.epochs), "--reassignment",
                      str(args.dc_reassignment), "--niter", "10", "--seed", str(seed), "--dump_path", run,
                      "--resume", "auto"])

@@ -33,7 +33,8 @@ def summary(run_dir):
 
 
 @pytest.mark.parametrize("mode,flags", [
-    ("DeepCluster", ["--super_classes", "1", "--rotnet", "false", "--k", "4", "--sobel", "true"]),
+    ("DeepCluster", ["--super_classes", "1", "--rotnet", "false", "--k", "4", "--sobel", "true", "--epoch_size",
+                     "data"]),
     ("RotNet", ["--super_classes", "4", "--k", "1", "--rotnet", "true"]),
     ("DeeperCluster", ["--super_classes", "8", "--k", "4", "--rotnet", "on"]),
 ])
@@ -101,8 +102,10 @@ def test_shards_and_on_the_fly_databases_are_sources(fdsl_cli, images, tmp_path)
                               "--dump_path", tmp_path / "shards")
     assert code == 0, err
     assert "32 images" in out and "NMI with the class folders" in out
+    assert "8 images/epoch" in out  # DeepCluster, as published: a quarter of the data set per epoch
     code, out, err = fdsl_cli("deepercluster", "--synthetic", "rcdb", "--num_classes", "4",
-                              "--synthetic_instances", "4", *common, "--dump_path", tmp_path / "synthetic")
+                              "--synthetic_instances", "4", *common, "--batch_size", "4",
+                              "--dump_path", tmp_path / "synthetic")
     assert code == 0, err
     assert "rcdb rendered on the fly" in out and "16 images" in out
 

@@ -60,10 +60,49 @@ def build_parser() -> Parser:
     g.add_argument("--arch", default="vgg16", help="vgg16 (published) or any timm model (its pooled feature)")
     g.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (1 = published)")
     g.add_argument("--img_size", type=int, default=224, help="crop side")
-    g.add_argument("--epoch_size", type=int, default=None, help="images drawn per epoch (default: the data set)")
-    g.add_argument("--pca_samples", type=int, default=1_000_000, help="images the PCA is fitted on each round")
+    g.add_argument("--epoch_size", default="published",
+                   help="images drawn per epoch over all processes: 'published' (main.py: the data set with "
+                        "rotnet, a quarter of it without), 'data' (the whole data set), or a number")
+    g.add_argument("--sync_bn", type=bool_flag, default=True,
+                   help="BatchNorm statistics over all processes' batches (published: apex SyncBN); CUDA only")
+    g.add_argument("--empty_clusters", choices=["published", "split"], default="published",
+                   help="k-means empty clusters: 'published' (every empty cluster of a pass splits the same "
+                        "donor, the published re-seeded pick) or 'split' (each a different donor, by size)")
+    g.add_argument("--published_checkpoint", type=bool_flag, default=True,
+                   help="also write the published layout each epoch (checkpoint.pth.tar with module.* keys, "
+                        "<g>-pred_layer.pth.tar, checkpoints/checkpoint<e>.pth.tar), which the published "
+                        "eval scripts and main.py read")
+    g.add_argument("--pca_samples", default="published",
+                   help="images the PCA is fitted on each round: 'published' (the first D(D-1)/2 images, D the "
+                        "feature size: 8.4M for fc7, capped by the data) or a number of random images")
     add_run_flags(p)
     return p
+
+
+def epoch_images(choice: str, n: int, layout, global_batch: int) -> int:
+    """--epoch_size as a number of images per epoch, a multiple of the global batch."""
+    from fdsl.ssl.deepercluster import published_epoch_images
+
+    if choice == "published":
+        size = published_epoch_images(n, layout, global_batch)
+    elif choice == "data":
+        size = n // global_batch * global_batch
+    elif choice.isdigit():
+        size = int(choice) // global_batch * global_batch
+    else:
+        raise UserError(f"--epoch_size {choice!r}: use published, data or a number of images")
+    if size == 0:
+        raise UserError(f"one global batch ({global_batch} = --batch_size x processes) is larger than the images "
+                        f"per epoch (--epoch_size {choice}, {n} images); lower --batch_size")
+    return size
+
+
+def pca_samples(choice: str) -> int | None:
+    if choice == "published":
+        return None
+    if not choice.isdigit() or int(choice) < 2:
+        raise UserError(f"--pca_samples {choice!r}: use published or a number of images (2 or more)")
+    return int(choice)
 
 
 def parse(argv: list[str]):
@@ -112,22 +151,18 @@ def _run(args, info) -> None:
     if class_labels is not None and indices is not None:
         class_labels = class_labels[indices]
     n = len(cluster_view)
-    global_batch = args.batch_size * info.world_size
-    epoch_size = min(args.epoch_size or n, 10 ** 12) // global_batch * global_batch
-    if epoch_size == 0:
-        raise UserError(f"one global batch ({args.batch_size} x {info.world_size} processes) is larger than the "
-                        f"{args.epoch_size or n} images per epoch; lower --batch_size")
 
     torch.manual_seed(MODEL_SEED)  # the published skeleton seed
     trunk = create_trunk(args.arch, args.sobel, args.img_size, args.width)
     check_sizes(RoundConfig(args.k, layout.nsc, args.dim_pca), n, trunk.num_features)
+    epoch_size = epoch_images(args.epoch_size, n, layout, args.batch_size * info.world_size)
     if args.pretrained:
         if not isinstance(trunk, VGG16Net):
             raise UserError("--pretrained loads VGG16 checkpoints; use --arch vgg16")
         load_body(trunk, args.pretrained, log=lambda m: print0(info, m))
 
-    round_cfg = RoundConfig(args.k, layout.nsc, args.dim_pca, args.niter, args.pca_samples, args.batch_size,
-                            args.workers, args.seed, args.use_faiss)
+    round_cfg = RoundConfig(args.k, layout.nsc, args.dim_pca, args.niter, pca_samples(args.pca_samples), args.batch_size,
+                            args.workers, args.seed, args.use_faiss, args.empty_clusters)
     sampler = Resumable(UniformClusterSampler(np.zeros(n, np.int64), epoch_size, info.world_size, info.rank,
                                               args.seed, layout.rotations), args.seed, info.rank)
     loader = DataLoader(Seeded(train_set), batch_size=args.batch_size, sampler=sampler, drop_last=True,
@@ -135,7 +170,8 @@ def _run(args, info) -> None:
                         persistent_workers=False)
     method = DeeperCluster(trunk, layout, round_cfg, cluster_view, train_set, sampler.sampler, args.dump_path, info,
                            args.reassignment, args.wd, class_labels, indices, args.seed,
-                           log=lambda m: print0(info, m))
+                           log=lambda m: print0(info, m),
+                           published_checkpoint_freq=args.checkpoint_freq if args.published_checkpoint else None)
     method.module.to(info.device)
     optimizer = torch.optim.SGD(method.optimizer_params(), lr=args.lr, momentum=0.9, weight_decay=args.wd)
     method.optimizer = optimizer
@@ -151,7 +187,7 @@ def _run(args, info) -> None:
         run_dir=args.dump_path, arch=f"deepercluster-{args.arch}", args=plain(args), seed=args.seed,
         epochs=args.nepochs, start_epoch=args.epoch or None, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, held_interval=args.checkpoint_freq,
-        log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler,
+        log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler, sync_bn=args.sync_bn,
         trackers_args=args if (args.log_wandb or args.log_tensorboard) else None, describe=describe)
     fit.fit(cfg, info, method, SourceEpochs(sampler, source), train_loader, optimizer,
             schedule.Schedule(None, False, len(train_loader)))

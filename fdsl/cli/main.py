@@ -14,6 +14,7 @@ COMMANDS = {
     "finetune": ("fdsl.cli.finetune", "fine-tune a model (finetune.py, argparse or hydra-style)"),
     "plot": ("fdsl.cli.plot", "draw loss/accuracy curves of a run directory to PNG"),
     "deepercluster": ("fdsl.cli.deepercluster", "DeeperCluster / DeepCluster / RotNet pre-training (main.py flags)"),
+    "deepercluster-convert": ("fdsl.cli.deepercluster_convert", "an fdsl DeeperCluster checkpoint to the published layout"),
     "eval-linear": ("fdsl.cli.eval_linear", "linear probe on frozen conv1..conv13 features (top-1, VOC mAP), k-NN"),
     "eval-voc": ("fdsl.cli.eval_voc", "Pascal VOC07 classification transfer, fc6-8 or all layers (mAP)"),
     "eval-pretrain": ("fdsl.cli.eval_pretrain", "supervised training initialised from unsupervised VGG16 weights"),

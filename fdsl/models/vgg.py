@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from fdsl.checkpoint_io import load, unwrap_state_dict
 from fdsl.errors import UserError
 
 CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -152,10 +153,14 @@ def create_vgg16(sobel: bool = False, relu: bool = False, img_size: int = 224, w
 
 
 @torch.no_grad()
-def sobel2rgb(net: VGG16Net) -> None:
+def sobel2rgb(net: VGG16Net, published: bool = False) -> None:
     """Fold greyscale + Sobel + conv1 into one 5x5 conv from RGB (padding 1, conv1's bias); the outer pad of 2
     stays, so every spatial size is unchanged. Equal to the Sobel net away from the borders (the Sobel net
-    zero-pads the Sobel response, the folded conv reads real pixels there)."""
+    zero-pads the Sobel response, the folded conv reads real pixels there).
+
+    published=True: as the published model_factory.sobel2RGB, which looped range(3) over the 5x5 kernel, so
+    only taps [0:3, 0:3] are folded and rows/columns 3-4 keep the new conv's random init (drawn from the
+    global torch generator, as there); the numbers of the published eval_pretrain came from that fold."""
     if net.sobel is None:
         return
     conv1 = net.body.features[0]
@@ -168,7 +173,11 @@ def sobel2rgb(net: VGG16Net) -> None:
                 for u1 in range(3):
                     kernel[:, u0 + v0, u1 + v1] += (w[:, :, v0, v1] * sob[:, u0, u1]).sum(1)
     folded = nn.Conv2d(3, w.shape[0], kernel_size=5, padding=1).to(w.device)
-    folded.weight.copy_((kernel / 3.0)[:, None].expand(-1, 3, -1, -1))
+    full = (kernel / 3.0)[:, None].expand(-1, 3, -1, -1)
+    if published:
+        folded.weight[:, :, :3, :3] = full[:, :, :3, :3]
+    else:
+        folded.weight.copy_(full)
     folded.bias.copy_(conv1.bias)
     net.body.features[0] = folded
     net.sobel = None
@@ -206,11 +215,9 @@ def load_body(net: VGG16Net, path: str, strict_classifier: bool = True, log=prin
     or another architecture is one clear error (the published loader silently ignored a missing file)."""
     import os
 
-    from fdsl.engine import checkpoint
-
     if not path or not os.path.isfile(path):
         raise UserError(f"--pretrained {path!r} does not exist; pass a checkpoint file or drop --pretrained")
-    sd = body_state_dict(checkpoint.unwrap_state_dict(checkpoint.load(path)))
+    sd = body_state_dict(unwrap_state_dict(load(path)))
     first = checkpoint_first_conv(sd)
     if first is None:
         raise UserError(f"--pretrained {path} holds no VGG16 weights (no features.0.weight)")

@@ -35,11 +35,12 @@ class RoundConfig:
     nsc: int  # super-clusters
     dim_pca: int
     niter: int = 10
-    pca_samples: int = 1_000_000  # images (over all ranks) the PCA is fitted on
+    pca_samples: int | None = None  # None: as published (pca_rows); a number: that many random images
     batch_size: int = 48
     workers: int = 4
     seed: int = 0
     use_faiss: bool = True
+    empty_rule: str = "published"  # k-means empty clusters: "published" or "split" (fdsl.ssl.kmeans)
 
     @property
     def k_sub(self) -> int:
@@ -80,7 +81,7 @@ def check_sizes(cfg: RoundConfig, num_images: int, feature_dim: int) -> None:
 def estimate_bytes(cfg: RoundConfig, n_local: int, feature_dim: int) -> dict:
     """Peak host memory per process of each stage (features are float32, the PCA covariance float64)."""
     features = n_local * feature_dim * 4
-    pca_rows = min(n_local, cfg.pca_samples)
+    pca_rows = 0 if cfg.pca_samples is None else min(n_local, cfg.pca_samples)  # published: a view, no copy
     stages = {
         "features": 2 * features,  # the batches, then their concatenation
         "pca": features + pca_rows * feature_dim * 4 + 3 * feature_dim ** 2 * 8,
@@ -115,6 +116,25 @@ def check_memory(cfg: RoundConfig, n_local: int, feature_dim: int, log=print) ->
         raise UserError(f"clustering {n_local} images per process needs about {need / GiB:.1f} GiB of memory "
                         f"({detail} GiB) but {avail / GiB:.1f} GiB is available; lower --dim_pca, --k or "
                         "--size_dataset, or use more processes")
+
+
+def published_pca_rows(feature_dim: int, batch_size: int, world_size: int) -> int:
+    """Rows per rank the published PCA is fitted on (distributed_kmeans.py:36-43): D(D - 1) / 2 images over
+    all ranks (D the feature size: 8,386,560 for fc7), in whole batches of batch x world."""
+    return int(feature_dim * (feature_dim - 1) / 2 / batch_size / world_size) * batch_size
+
+
+def pca_rows(n_local: int, feature_dim: int, cfg: RoundConfig, info, epoch: int) -> slice | np.ndarray | None:
+    """This rank's rows the PCA is fitted on (None: all of them). Published (pca_samples None): the first
+    published_pca_rows of each rank's share (a slice: a view, no copy), capped by the share; with fdsl's
+    strided shares that is the first D(D - 1) / 2 images of the data. A number: that many images at random,
+    over all ranks (sorted row indices)."""
+    if cfg.pca_samples is None:
+        count = published_pca_rows(feature_dim, cfg.batch_size, info.world_size)
+        return slice(0, count) if count < n_local else None
+    rng = np.random.default_rng([cfg.seed, epoch, info.rank])
+    per_rank = -(-cfg.pca_samples // info.world_size)
+    return np.sort(rng.choice(n_local, per_rank, replace=False)) if per_rank < n_local else None
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
@@ -154,10 +174,10 @@ def run_round(trunk, dataset, cfg: RoundConfig, info, epoch: int, run_dir: str, 
     seconds["features"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng([cfg.seed, epoch, info.rank])
-    per_rank = -(-cfg.pca_samples // info.world_size)
-    rows = np.sort(rng.choice(feats.shape[0], per_rank, replace=False)) if per_rank < feats.shape[0] else None
-    pca = fit_pca(feats[torch.from_numpy(rows)] if rows is not None else feats, cfg.dim_pca, info, info.device)
+    rows = pca_rows(feats.shape[0], feature_dim, cfg, info, epoch)
+    sample = feats if rows is None else feats[rows if isinstance(rows, slice) else torch.from_numpy(rows)]
+    pca = fit_pca(sample, cfg.dim_pca, info, info.device)
+    del sample
     whitened = pca.apply(feats, info.device)
     del feats
     seconds["pca"] = time.perf_counter() - t0
@@ -167,7 +187,7 @@ def run_round(trunk, dataset, cfg: RoundConfig, info, epoch: int, run_dir: str, 
     t0 = time.perf_counter()
     backend = choose_backend(info.device, cfg.use_faiss)
     tree = two_level(whitened, cfg.nsc, cfg.k_sub, cfg.niter, cfg.seed * 100003 + epoch, info, backend,
-                     info.device, log=None)
+                     info.device, log=None, empty_rule=cfg.empty_rule)
     del whitened
     super_labels = gather_in_order(torch.from_numpy(tree.super_labels), info).numpy()
     sub_labels = gather_in_order(torch.from_numpy(tree.sub_labels), info).numpy()

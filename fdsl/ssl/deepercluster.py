@@ -10,9 +10,15 @@ re-initialised. One super-class head Linear(D, S) and the S sub-class heads, hel
 [S, k / nsc, D] (S = 4 * nsc with rotnet, else nsc), read ReLU(trunk(x)); loss = CE(sub) + CE(super).
 
 Differences from the published layout, on purpose: batches mix all (super-cluster, rotation) classes drawn
-uniformly over pseudo-labels with a rotation per sample, so no rank is tied to a super-class, any world size
-works (1 included), and BatchNorm needs no SyncBN; the heads are re-initialised in place (seeded by the round)
-with their optimiser state cleared, so the one optimiser lives through the whole run.
+uniformly over pseudo-labels with a rotation per sample, so no rank is tied to a super-class and any world size
+works (1 included); the heads are re-initialised in place (seeded by the round) with their optimiser state
+cleared, so the one optimiser lives through the whole run.
+
+Gradients as published. There, each (super-cluster, rotation) group's sub-class head was DDP over its own
+group of ranks, so its gradient was the mean over that group's samples, while the trunk and the super-class
+head (DDP over all ranks) got the mean over the whole batch. One cross-entropy mean over a mixed batch gives
+the trunk that, but each sub-class head only n_g / N of its published gradient (about 1/S); so each head's
+weight gradient is multiplied by N / n_g (counts over all ranks), and nothing else is.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -70,6 +77,15 @@ class Layout:
             raise UserError(f"--k {self.k} must be a multiple of the {self.nsc} super-clusters")
 
 
+def published_epoch_images(num_images: int, layout: Layout, global_batch: int) -> int:
+    """Images one epoch draws over all ranks, as published: main.py's check_parameters gives each of the
+    `super_classes` training groups size_dataset // nsc // 4 images, so an epoch is the data set with rotnet
+    (S = 4 nsc) and a quarter of it without. Rounded down to a multiple of the global batch once, on the total
+    (published: on each group's share, to batch x world; at most one global batch per group apart)."""
+    total = num_images // global_batch * global_batch // layout.nsc // 4 * layout.super_classes
+    return total // global_batch * global_batch
+
+
 class ClusterHeads(nn.Module):
     """Trunk + super-class head + the S sub-class heads [S, k_sub, D] applied per sample group."""
 
@@ -92,21 +108,45 @@ class ClusterHeads(nn.Module):
     def head_parameters(self, super_head: bool) -> list[nn.Parameter]:
         return [self.sub_weight, self.sub_bias] + (list(self.super_head.parameters()) if super_head else [])
 
-    def sub_logits(self, feats: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Logits of each sample's own sub-class head: samples sorted by group, one matmul per group."""
+    def sub_logits(self, feats: torch.Tensor, groups: torch.Tensor,
+                   head_grad_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of each sample's own sub-class head: samples sorted by group, one matmul per group.
+        head_grad_scale [S]: multiplies the gradient that reaches head g's weight and bias (not the trunk's)."""
         if self.sub_weight.shape[0] == 1:
             return feats @ self.sub_weight[0].T + self.sub_bias[0]
         order = torch.argsort(groups)
         sizes = torch.bincount(groups, minlength=self.sub_weight.shape[0]).tolist()
-        parts = [chunk @ self.sub_weight[g].T + self.sub_bias[g]
+        parts = [linear_scaled_weight_grad(chunk, self.sub_weight[g], self.sub_bias[g],
+                                           None if head_grad_scale is None else head_grad_scale[g])
                  for g, chunk in enumerate(feats[order].split(sizes)) if sizes[g]]
         out = torch.empty((feats.shape[0], self.sub_weight.shape[1]), dtype=parts[0].dtype, device=feats.device)
         out[order] = torch.cat(parts)
         return out
 
-    def forward(self, images: torch.Tensor, groups: torch.Tensor):
+    def forward(self, images: torch.Tensor, groups: torch.Tensor, head_grad_scale: torch.Tensor | None = None):
         feats = F.relu(self.trunk(images))
-        return self.super_head(feats), self.sub_logits(feats, groups)
+        return self.super_head(feats), self.sub_logits(feats, groups, head_grad_scale)
+
+
+def linear_scaled_weight_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              scale: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias, exactly; the gradients w.r.t. weight and bias are multiplied by `scale`, the
+    gradient w.r.t. x is not. The weight path runs on a detached x and adds an exact zero to the value."""
+    if scale is None:
+        return F.linear(x, weight, bias)
+    out = F.linear(x, weight.detach(), bias.detach())
+    weight_path = F.linear(x.detach(), weight, bias)
+    return out + (weight_path - weight_path.detach()) * scale
+
+
+def head_grad_scale(groups: torch.Tensor, num_groups: int, info=None) -> torch.Tensor:
+    """N / n_g per group g, counts over all ranks (0 for a group absent from the step): turns head g's share
+    of the batch-mean gradient into the mean over its own samples, as the published per-group DDP did."""
+    counts = torch.bincount(groups, minlength=num_groups).to(torch.float32)
+    if info is not None and info.distributed and dist.is_initialized():
+        dist.all_reduce(counts)
+    total = counts.sum()
+    return torch.where(counts > 0, total / counts.clamp(min=1), torch.zeros_like(counts))
 
 
 class DeeperCluster(Method):
@@ -115,7 +155,7 @@ class DeeperCluster(Method):
     def __init__(self, trunk: nn.Module, layout: Layout, round_cfg: RoundConfig, cluster_view, train_dataset,
                  sampler, run_dir: str, info, reassignment: int = 3, weight_decay: float = 1e-5,
                  class_labels: np.ndarray | None = None, dataset_indices: np.ndarray | None = None,
-                 seed: int = 0, log=print):
+                 seed: int = 0, log=print, published_checkpoint_freq: int | None = None):
         layout.check()
         self.layout = layout
         self.module = ClusterHeads(trunk, trunk.num_features, layout.super_classes, layout.k_sub)
@@ -131,6 +171,7 @@ class DeeperCluster(Method):
         self.dataset_indices = dataset_indices
         self.seed = seed
         self.log = log
+        self.published_checkpoint_freq = published_checkpoint_freq  # None: no published-layout files
         self.optimizer = None  # set by the caller, so heads re-created after a round lose their momentum
         self.round_epoch: int | None = None  # epoch whose clustering the heads were trained on
         self.labels: np.ndarray | None = None  # combined labels of the current round, in memory
@@ -145,8 +186,9 @@ class DeeperCluster(Method):
     def training_step(self, model, batch, ctx) -> StepOutput:
         device = ctx.info.device
         images, super_t, sub_t = (t.to(device, non_blocking=True) for t in batch)
+        scale = head_grad_scale(super_t, self.layout.super_classes, ctx.info) if self.layout.super_classes > 1 else None
         with ctx.autocast():
-            super_logits, sub_logits = model(images, super_t)
+            super_logits, sub_logits = model(images, super_t, scale)
         super_logits, sub_logits = super_logits.float(), sub_logits.float()
         loss_super = F.cross_entropy(super_logits, super_t)
         loss_sub = F.cross_entropy(sub_logits, sub_t)
@@ -191,7 +233,13 @@ class DeeperCluster(Method):
             self.round_stats["nmi_classes"] = result.nmi_classes
 
     def after_epoch(self, epoch: int, ctx=None) -> dict:
-        """The same columns every epoch: the round's start and its NMIs (per-stage times: clusters/rounds.csv)."""
+        """The same columns every epoch: the round's start and its NMIs (per-stage times: clusters/rounds.csv).
+        Rank 0 also writes the published checkpoint layout (fdsl.ssl.published_ckpt) when asked."""
+        if self.published_checkpoint_freq and self.info.is_main:
+            from fdsl.ssl.published_ckpt import write_published
+
+            write_published(self.run_dir, self.module, self.optimizer, epoch + 1,
+                            archive=epoch % self.published_checkpoint_freq == 0)
         return {"cluster_round": self.round_epoch, **self.round_stats}
 
     def state_dict(self) -> dict:

@@ -31,11 +31,13 @@ class Hierarchy:
 
 
 def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 0, info=None,
-              backend: str = "faiss", device="cpu", log=None) -> Hierarchy:
+              backend: str = "faiss", device="cpu", log=None, empty_rule: str = "split") -> Hierarchy:
     """x: this rank's whitened features [n_local, d]. Every super-cluster gets at least k_sub images, and every
-    sub-cluster at least one."""
+    sub-cluster at least one. empty_rule "published" seeds the empty-cluster picks as published: 0 for the
+    super-clusters, c for the sub-clusters of super-cluster c."""
     ids = strided_ids(x.shape[0], info)
-    top = kmeans(x, nsc, niter, seed, info, min_size=k_sub, backend=backend, device=device, ids=ids, log=log)
+    top = kmeans(x, nsc, niter, seed, info, min_size=k_sub, backend=backend, device=device, ids=ids, log=log,
+                 empty_rule=empty_rule, world_id=0)
     sub_labels = np.zeros(x.shape[0], np.int64)
     sub_centroids = np.zeros((nsc, k_sub, x.shape[1]), np.float32)
     sub_counts = np.zeros((nsc, k_sub), np.int64)
@@ -44,7 +46,7 @@ def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 
         mask = top.labels == c
         part, part_ids = (x, ids) if nsc == 1 else (x[mask], ids[mask])
         res = kmeans(part, k_sub, niter, seed * 1000 + c + 1, info, backend=backend, device=device, ids=part_ids,
-                     log=log)
+                     log=log, empty_rule=empty_rule, world_id=c)
         sub_labels[mask] = res.labels
         sub_centroids[c] = res.centroids
         sub_counts[c] = res.counts

@@ -12,6 +12,7 @@ split the same cluster): each empty cluster takes a *different* non-empty donor,
 proportional to its size; the donor's centroid is split in two by a small relative perturbation (faiss'
 rule). After the last pass, a cluster still empty takes half of its donor's points, so no cluster is ever
 returned empty. `min_size` generalises this (the super-clusters of DeeperCluster need k / nsc points each).
+`empty_rule="published"` keeps the published rule instead (split_like_published).
 """
 from __future__ import annotations
 
@@ -192,6 +193,34 @@ def split_empty_clusters(centroids: np.ndarray, counts: np.ndarray, rng: np.rand
             splits += 1
 
 
+PUBLISHED_EPS = 1e-7  # distributed_kmeans.py:268-271
+
+
+def split_like_published(centroids: np.ndarray, counts: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+                         world_id: int, info) -> np.ndarray:
+    """The published rule (distributed_kmeans.py:259-279), in place; returns the counts of the new labels.
+    numpy is re-seeded with world_id (0 for the super-clusters, c for the sub-clusters of super-cluster c)
+    before each pick, so every empty cluster k of a pass splits the same donor m, drawn among the clusters
+    non-empty before the splits; k = m's centroid + (-1e-7, +1e-7, ...) per dimension, m moved the other way;
+    count[k] = count[m] // 2, count[m] -= count[k]; then the first count[m] points of m are relabelled k
+    (published: of this rank's points, by the global count; here the smallest image ids over all ranks, the
+    same at one process). A donor split down to nothing stays empty here (published too); kmeans then fills
+    it like any empty cluster, so no cluster is ever returned empty."""
+    counts = counts.astype(np.int64).copy()
+    nonempty = np.flatnonzero(counts > 0)
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 1, 1.0, -1.0).astype(np.float32) * np.float32(PUBLISHED_EPS)
+    for k in np.flatnonzero(counts == 0):
+        m = nonempty[np.random.RandomState(world_id).randint(len(nonempty))]
+        centroids[k] = centroids[m] + sign
+        centroids[m] = centroids[m] - sign
+        counts[k] = counts[m] // 2
+        counts[m] -= counts[k]
+        members = np.flatnonzero(labels == m)
+        moving = smallest_over_ranks(ids[members], int(counts[m]), info)
+        labels[members[np.isin(ids[members], moving)]] = k
+    return all_reduce(torch.from_numpy(np.bincount(labels, minlength=counts.size).astype(np.int64)), info).numpy()
+
+
 def enforce_min_size(labels: np.ndarray, counts: np.ndarray, min_size: int, rng: np.random.Generator,
                      prio: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
     """Move points so that every cluster holds >= min_size of them (over all ranks); labels changed in place.
@@ -230,10 +259,11 @@ def strided_ids(n_local: int, info) -> np.ndarray:
 
 def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min_size: int = 1,
            backend: str = "faiss", device: torch.device | str = "cpu", ids: np.ndarray | None = None,
-           log=None) -> KMeansResult:
+           log=None, empty_rule: str = "split", world_id: int = 0) -> KMeansResult:
     """k-means of the rows of all ranks (x: this rank's float32 [n, d]; ids: their global image ids, by default
     the ShardSampler layout); niter updates, then one assignment pass. The result does not depend on how the
-    images are dealt to the ranks (up to float rounding of the reduced sums)."""
+    images are dealt to the ranks (up to float rounding of the reduced sums). empty_rule: "split" (fdsl) or
+    "published" (split_like_published, seeded by world_id)."""
     start_time = time.perf_counter()
     x = np.ascontiguousarray(x, dtype=np.float32)
     ids = strided_ids(x.shape[0], info) if ids is None else np.asarray(ids, np.int64)
@@ -259,12 +289,18 @@ def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min
         if log is not None:
             log(f"k-means k={k} pass {p}/{niter}: loss {losses[-1]:.5f}, empty {int((counts == 0).sum())}")
         if p == niter:
+            if empty_rule == "published":  # published: the last pass splits too, and its labels move
+                counts = split_like_published(centroids, counts, labels, ids, world_id, info)
             break
         sums = torch.zeros(k, x.shape[1], dtype=torch.float32)
         sums.index_add_(0, torch.from_numpy(labels), x_t)
         sums = all_reduce(sums, info).numpy()
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
-        split_empty_clusters(centroids, counts, rng)
+        if empty_rule == "published":
+            split_like_published(centroids, counts, labels, ids, world_id, info)
+        else:
+            split_empty_clusters(centroids, counts, rng)
+    # under the published rule too: a donor it split down to nothing would stay empty there
     labels, counts = enforce_min_size(labels, counts, min_size, rng, priority(ids, seed + 1), info)
     return KMeansResult(centroids, labels, counts, losses, time.perf_counter() - start_time)
