@@ -11,17 +11,26 @@ every device); only the erasing noise is drawn on the device. Crop, flips and Ra
 (rotate, shear, translate) are one affine map per sample, applied by ONE resampling (``grid_sample``), so
 colour ops act on that result (timm applies them in the order drawn; only the fill colour of a geometric op
 can differ). Downscaling is antialiased by averaging s x s sub-samples per output pixel.
+
+Every constant table (normalisation, fill colour, the sharpness kernel) is made on the device in the
+constructor: a table first copied in the middle of a step would be a blocking host-to-device copy, which
+waits for the GPU (torch.cuda.set_sync_debug_mode("error") rejects it). Host parameters are float32.
+
+Two callers: ``--synthetic-device`` (rendered batches, fdsl.data.gpu_source) and ``--gpu-augment`` (image
+folders: the DataLoader workers send whole decoded uint8 images and their crop boxes, ``DeviceAugment``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fdsl.data.images import ResizedCrop, crop_params
 from fdsl.errors import UserError
-from fdsl.render.gpu import constant, to_device
+from fdsl.render.gpu import to_device
 
 LEVEL_DENOM = 10.0  # timm's magnitude scale
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY"}
@@ -51,8 +60,8 @@ class RandAugmentSpec:
         from timm.data import auto_augment
 
         if not text.startswith("rand"):
-            raise UserError(f"--aa {text}: on-the-fly device batches support RandAugment ('rand-...') only; "
-                            f"use e.g. --aa rand-m9-mstd0.5-inc1, or drop --synthetic-device")
+            raise UserError(f"--aa {text}: device augmentation (--synthetic-device, --gpu-augment) supports "
+                            f"RandAugment ('rand-...') only; use e.g. --aa rand-m9-mstd0.5-inc1, or drop the flag")
         try:
             ra = auto_augment.rand_augment_transform(text, {"translate_const": int(image_size * 0.45)})
         except (AssertionError, ValueError, KeyError) as err:
@@ -60,8 +69,8 @@ class RandAugmentSpec:
         names = [op.name for op in ra.ops]
         unknown = sorted(set(names) - GEOMETRIC - COLOUR)
         if unknown:
-            raise UserError(f"--aa {text}: op(s) {unknown} are not implemented for --synthetic-device batches; "
-                            f"use the default op set (e.g. rand-m9-mstd0.5-inc1)")
+            raise UserError(f"--aa {text}: op(s) {unknown} are not implemented for device augmentation "
+                            f"(--synthetic-device, --gpu-augment); use the default op set (e.g. rand-m9-mstd0.5-inc1)")
         first = ra.ops[0]
         weights = None if ra.choice_weights is None else [float(w) for w in ra.choice_weights]
         return cls(names, ra.num_layers, first.prob, float(first.magnitude), float(first.magnitude_std),
@@ -110,26 +119,39 @@ class AugmentSpec:
 
 class BatchAugment:
     """``augment(images, host_generator, device_generator)``: uint8 (B, C, S, S) -> normalised float
-    (B, channels, H, W) on the images' device, every sample with its own random parameters."""
+    (B, channels, H, W) on ``device`` (the images' device), every sample with its own random parameters.
+    ``crops`` (B, 4) (top, left, h, w), when given, are the crop boxes (drawn by the caller)."""
 
-    def __init__(self, spec: AugmentSpec):
+    def __init__(self, spec: AugmentSpec, device="cpu"):
         self.spec = spec
+        self.device = torch.device(device)
+        channels = spec.channels
 
-    def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator):
-        spec, batch = self.spec, images.shape[0]
-        plan = self.sample(batch, images.shape[-1], host)
+        def table(values):
+            return torch.tensor(values, dtype=torch.float32).to(self.device)
+
+        self.mean = table(spec.mean).view(1, -1, 1, 1)
+        self.std = table(spec.std).view(1, -1, 1, 1)
+        self.fill = table(spec.fill[:channels]).view(1, -1, 1, 1)
+        self.smooth = table([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(channels, 1, 3, 3).contiguous()
+
+    def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator,
+                 crops: torch.Tensor | None = None):
+        batch = images.shape[0]
+        plan = self.sample(batch, images.shape[-1], host, crops)
         x, inside = self.resample(images.float(), plan)
         x = self.to_channels(x, inside)
         x = self.colour(x, plan)
-        mean = constant(("mean", spec.mean), spec.mean, x.device, torch.float32).view(1, -1, 1, 1)
-        std = constant(("std", spec.std), spec.std, x.device, torch.float32).view(1, -1, 1, 1)
-        x = (x / 255.0 - mean) / std
+        x = (x / 255.0 - self.mean) / self.std
         return self.erase(x, plan, device_generator)
 
     # -- parameters (host) ---------------------------------------------------------------------------------
-    def sample(self, batch: int, source: int, g: torch.Generator) -> dict:
+    def sample(self, batch: int, source: int, g: torch.Generator, crops: torch.Tensor | None = None) -> dict:
         spec = self.spec
-        plan = {"crop": _full_crops(batch, source) if spec.no_aug else _resized_crops(batch, source, spec, g)}
+        if crops is not None:
+            plan = {"crop": crops.to(torch.float32)}
+        else:
+            plan = {"crop": _full_crops(batch, source) if spec.no_aug else _resized_crops(batch, source, spec, g)}
         plan["hflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.hflip)
         plan["vflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.vflip)
         if spec.interpolation == "random":
@@ -151,14 +173,14 @@ class BatchAugment:
         spec, device = self.spec, images.device
         batch, _, source, _ = images.shape
         height, width = spec.size
-        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float64)
+        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float32)
         top, left, crop_h, crop_w = crop.unbind(1)
         crop_map = _affine(crop_w / width, zero, left, zero, crop_h / height, top)  # output -> crop box
         hflip, vflip = plan["hflip"], plan["vflip"]
         flip_map = _affine(torch.where(hflip, -1.0, 1.0), zero, torch.where(hflip, float(width), 0.0),
                            zero, torch.where(vflip, -1.0, 1.0), torch.where(vflip, float(height), 0.0))
         op_maps = [layer["geometry"] for layer in plan["layers"] if layer.get("geometry") is not None]
-        geometry = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
+        geometry = torch.eye(3, dtype=torch.float32).expand(batch, 3, 3)
         for op_map in op_maps:
             geometry = geometry @ op_map
         full = to_device(crop_map @ flip_map @ geometry, device, torch.float32)
@@ -186,9 +208,7 @@ class BatchAugment:
         elif x.shape[1] == 3 and channels == 1:
             x = _luma(x)
         if inside is not None:
-            fill = constant(("fill", self.spec.fill[:channels]), self.spec.fill[:channels], x.device, x.dtype)
-            fill = fill.view(1, -1, 1, 1)
-            x = torch.where(inside, x, fill)
+            x = torch.where(inside, x, self.fill)
         return x.contiguous()
 
     # -- colour --------------------------------------------------------------------------------------------
@@ -196,7 +216,9 @@ class BatchAugment:
         for layer in plan["layers"]:
             for name, rows in layer["colour"].items():
                 rows_dev = to_device(rows, x.device)
-                x[rows_dev] = _COLOUR_OPS[_base_name(name)](x[rows_dev], to_device(layer["arg"][rows], x.device))
+                op = _COLOUR_OPS[_base_name(name)]
+                args = (self.smooth,) if op is _sharpness else ()
+                x[rows_dev] = op(x[rows_dev], to_device(layer["arg"][rows], x.device), *args)
         if "jitter" in plan:
             ops = (_brightness, _contrast, _color)  # torchvision ColorJitter order ids 0, 1, 2 (hue is off)
             for position in range(3):
@@ -228,18 +250,88 @@ class BatchAugment:
         return x
 
 
+# -- image folders (--gpu-augment) ------------------------------------------------------------------------------
+class FolderInput:
+    """The DataLoader worker's whole job under --gpu-augment: uint8 array -> ((C, S, S) uint8 tensor, crop box).
+
+    An image of the folder's common square size S is sent whole, with its RandomResizedCrop box drawn here by
+    timm's rule (fdsl.data.images.crop_params, the worker's seeded ``random``); the device cuts and resizes
+    it in the one resampling of BatchAugment. An image of another size is cropped and resized to S x S here
+    (PIL, timm's crop), and its box is the whole S x S."""
+
+    def __init__(self, source_size: int, spec: AugmentSpec):
+        self.size = source_size
+        self.scale, self.ratio, self.no_aug = spec.scale, spec.ratio, spec.no_aug
+        interpolation = spec.interpolation if spec.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        self.resize = ResizedCrop(source_size, None if spec.no_aug else spec.scale, spec.ratio, interpolation)
+
+    def __call__(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        size = self.size
+        whole = (0, 0, size, size)
+        if pixels.shape[:2] != (size, size):
+            pixels, box = np.asarray(self.resize(pixels)), whole
+        else:
+            box = whole if self.no_aug else crop_params(size, size, self.scale, self.ratio)
+        image = torch.from_numpy(np.array(pixels if pixels.ndim == 3 else pixels[..., None], copy=True))
+        return image.permute(2, 0, 1), np.asarray(box, np.float32)
+
+
+def collate_folder_input(samples):
+    """[((image, box), target)] -> ((uint8 (B, C, S, S), boxes (B, 4) numpy), targets). Gray images are
+    repeated to RGB when the batch mixes both. The boxes stay a numpy array, so the loop leaves them on the
+    host, where BatchAugment plans."""
+    inputs, targets = zip(*samples)
+    images, boxes = zip(*inputs)
+    if len({image.shape[0] for image in images}) > 1:
+        images = [image.expand(3, -1, -1) for image in images]
+    return (torch.stack(images), np.stack(boxes)), torch.as_tensor(targets)
+
+
+def seed_of(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class DeviceAugment:
+    """The training step's half of --gpu-augment: ``(uint8 images on the device, host boxes)`` -> normalised
+    float batch. Batch ``step`` of ``epoch`` on ``rank`` draws from generators seeded by exactly that, so a
+    run resumed mid-epoch (``skip``) augments the same way."""
+
+    def __init__(self, spec: AugmentSpec, device, seed: int = 0, rank: int = 0):
+        self.batch_augment = BatchAugment(spec, device)
+        self.device = self.batch_augment.device
+        self.seed, self.rank = seed, rank
+        self.epoch, self.step = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = epoch, 0
+
+    def skip(self, num_batches: int) -> None:
+        self.step = num_batches
+
+    def __call__(self, batch) -> torch.Tensor:
+        images, boxes = batch
+        key = (self.seed, self.rank, self.epoch, self.step)
+        self.step += 1
+        host = torch.Generator().manual_seed(seed_of(*key, 0))
+        on_device = torch.Generator(images.device).manual_seed(seed_of(*key, 1))
+        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            out = self.batch_augment(images, host, on_device, torch.from_numpy(np.asarray(boxes)))
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
 # -- parameter sampling (host) -------------------------------------------------------------------------------
 def _uniform(shape, low, high, g):
-    return low + torch.rand(shape, generator=g, dtype=torch.float64) * (high - low)
+    return low + torch.rand(shape, generator=g, dtype=torch.float32) * (high - low)
 
 
 def _randint_inclusive(high: torch.Tensor, g) -> torch.Tensor:
     """U{0..high} per element (python's random.randint(0, high))."""
-    return (torch.rand(high.shape, generator=g, dtype=torch.float64) * (high + 1)).floor().clamp(max=high)
+    return (torch.rand(high.shape, generator=g, dtype=torch.float32) * (high + 1)).floor().clamp(max=high)
 
 
 def _full_crops(batch: int, source: int) -> torch.Tensor:
-    return torch.tensor([[0.0, 0.0, source, source]], dtype=torch.float64).expand(batch, 4).clone()
+    return torch.tensor([[0.0, 0.0, source, source]], dtype=torch.float32).expand(batch, 4).clone()
 
 
 def _resized_crops(batch: int, source: int, spec: AugmentSpec, g) -> torch.Tensor:
@@ -268,7 +360,7 @@ def _central_crop(source: int, ratio) -> torch.Tensor:
         h = float(round(w / min(ratio)))
     elif 1.0 > max(ratio):
         w = float(round(h * max(ratio)))
-    return torch.tensor([(source - h) // 2, (source - w) // 2, h, w], dtype=torch.float64)
+    return torch.tensor([(source - h) // 2, (source - w) // 2, h, w], dtype=torch.float32)
 
 
 def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
@@ -279,20 +371,20 @@ def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
     if ra.weights is None:
         choice = torch.randint(0, n_ops, (batch, ra.num_layers), generator=g)
     else:
-        weights = torch.tensor(ra.weights, dtype=torch.float64).expand(batch, n_ops)
+        weights = torch.tensor(ra.weights, dtype=torch.float32).expand(batch, n_ops)
         choice = torch.multinomial(weights, ra.num_layers, replacement=False, generator=g)
     height, width = spec.size
     layers = []
     for layer in range(ra.num_layers):
         applied = torch.rand(batch, generator=g) <= ra.prob
-        magnitude = torch.full((batch,), ra.magnitude, dtype=torch.float64)
+        magnitude = torch.full((batch,), ra.magnitude, dtype=torch.float32)
         if ra.magnitude_std == math.inf:
             magnitude = _uniform(batch, 0.0, ra.magnitude, g)
         elif ra.magnitude_std > 0:
-            magnitude = magnitude + ra.magnitude_std * torch.randn(batch, generator=g, dtype=torch.float64)
+            magnitude = magnitude + ra.magnitude_std * torch.randn(batch, generator=g, dtype=torch.float32)
         level = magnitude.clamp(0.0, ra.magnitude_max or LEVEL_DENOM) / LEVEL_DENOM
-        sign = torch.where(torch.rand(batch, generator=g) > 0.5, -1.0, 1.0).to(torch.float64)
-        arg = torch.zeros(batch, dtype=torch.float64)
+        sign = torch.where(torch.rand(batch, generator=g) > 0.5, -1.0, 1.0).to(torch.float32)
+        arg = torch.zeros(batch, dtype=torch.float32)
         colour, geometry_rows = {}, []
         for k in choice[:, layer].unique().tolist():
             name = ra.ops[k]
@@ -306,7 +398,7 @@ def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
                 colour[name] = rows
         geometry = None
         if geometry_rows:
-            geometry = torch.eye(3, dtype=torch.float64).repeat(batch, 1, 1)
+            geometry = torch.eye(3, dtype=torch.float32).repeat(batch, 1, 1)
             for name, rows in geometry_rows:
                 geometry[rows] = _geometric_map(name, arg[rows], height, width)
         layers.append({"colour": colour, "arg": arg, "geometry": geometry})
@@ -389,8 +481,8 @@ def _erase_boxes(batch: int, spec: AugmentSpec, g) -> list[torch.Tensor]:
 # -- geometry helpers ------------------------------------------------------------------------------------------
 def _affine(a, b, c, d, e, f) -> torch.Tensor:
     """(B, 3, 3) maps (x, y) -> (a x + b y + c, d x + e y + f), from (B,) float tensors."""
-    a = torch.as_tensor(a, dtype=torch.float64)
-    rows = [torch.as_tensor(v, dtype=torch.float64).expand_as(a) for v in (a, b, c, d, e, f)]
+    a = torch.as_tensor(a, dtype=torch.float32)
+    rows = [torch.as_tensor(v, dtype=torch.float32).expand_as(a) for v in (a, b, c, d, e, f)]
     zero, one = torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([torch.stack(rows[:3], -1), torch.stack(rows[3:], -1), torch.stack([zero, zero, one], -1)], 1)
 
@@ -449,10 +541,10 @@ def _color(x, factor):
     return _blend(_luma(x).expand_as(x), x, factor)
 
 
-def _sharpness(x, factor):
-    kernel = constant("smooth", [[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], x.device, x.dtype) / 13
+def _sharpness(x, factor, kernel):
+    """PIL's SMOOTH filter (``kernel``: (C, 1, 3, 3), BatchAugment.smooth) blended with the image."""
     channels = x.shape[1]
-    smooth = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels).round()
+    smooth = F.conv2d(x, kernel[:channels], groups=channels).round()
     degenerate = x.clone()
     degenerate[..., 1:-1, 1:-1] = smooth  # PIL keeps the border pixels
     return _blend(degenerate, x, factor)
