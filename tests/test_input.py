@@ -316,3 +316,17 @@ def test_pretrain_with_gpu_augment_and_cache_images(fdsl_cli, tmp_path):
     assert "cache: 8 images decoded into 8.0 KB of shared memory" in out
     losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("train: epoch")]
     assert len(losses) == 2 and all(0 < loss < 5 for loss in losses)
+
+
+def test_device_half_compiles_as_one_graph_equal_to_eager():
+    """BatchAugment.apply traces without a graph break (fullgraph=True fails on any) and gives eager's output.
+    The 'eager' backend checks the tracing only, which keeps this test to seconds."""
+    spec = ga.AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
+                          randaugment=ga.RandAugmentSpec.parse("rand-n1-m9-mstd0.5-inc1", 16))
+    augment = ga.BatchAugment(spec)
+    images = (torch.arange(4 * 24 * 24) % 251).to(torch.uint8).view(4, 1, 24, 24)
+    params = augment.upload(augment.sample(4, 24, torch.Generator().manual_seed(0)), images.device)
+    noise = augment.erase_noise(images, torch.Generator().manual_seed(1))
+    assert len(params["colour"]) == 1 and len(noise) == 1 and len(augment.colour_names) == 11
+    compiled = torch.compile(augment.apply, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(images, params, noise), augment.apply(images, params, noise))

@@ -15,6 +15,9 @@ can differ). Downscaling is antialiased by averaging s x s sub-samples per outpu
 Every constant table (normalisation, fill colour, the sharpness kernel) is made on the device in the
 constructor: a table first copied in the middle of a step would be a blocking host-to-device copy, which
 waits for the GPU (torch.cuda.set_sync_debug_mode("error") rejects it). Host parameters are float32.
+The device work (``BatchAugment.apply``) takes device tensors only and has static shapes: each colour op
+runs on the whole batch and is kept where the sample drew it, the random erasing noise is drawn before it,
+so it compiles as one graph (``torch.compile(fullgraph=True)``, used under ``--torch-compile``).
 
 Two callers: ``--synthetic-device`` (rendered batches, fdsl.data.gpu_source) and ``--gpu-augment`` (image
 folders: the DataLoader workers send whole decoded uint8 images and their crop boxes, ``DeviceAugment``).
@@ -135,15 +138,24 @@ class BatchAugment:
         self.fill = table(spec.fill[:channels]).view(1, -1, 1, 1)
         self.smooth = table([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(channels, 1, 3, 3).contiguous()
 
+        ops = spec.randaugment.ops if spec.randaugment else []
+        self.colour_names = [name for name in dict.fromkeys(ops) if name not in GEOMETRIC]  # index = op id
+        self.modes = ["nearest"] if spec.interpolation == "nearest" else (
+            [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
+
     def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator,
                  crops: torch.Tensor | None = None):
-        batch = images.shape[0]
-        plan = self.sample(batch, images.shape[-1], host, crops)
-        x, inside = self.resample(images.float(), plan)
+        plan = self.sample(images.shape[0], images.shape[-1], host, crops)
+        return self.apply(images, self.upload(plan, images.device), self.erase_noise(images, device_generator))
+
+    def apply(self, images: torch.Tensor, params: dict, noise: list) -> torch.Tensor:
+        """The device work, from device tensors only: no host copy, no data-dependent shape, no generator, so
+        it compiles as one graph (torch.compile(fullgraph=True))."""
+        x, inside = self.warp(images.float(), params)
         x = self.to_channels(x, inside)
-        x = self.colour(x, plan)
+        x = self.colour(x, params)
         x = (x / 255.0 - self.mean) / self.std
-        return self.erase(x, plan, device_generator)
+        return self.erase(x, params, noise)
 
     # -- parameters (host) ---------------------------------------------------------------------------------
     def sample(self, batch: int, source: int, g: torch.Generator, crops: torch.Tensor | None = None) -> dict:
@@ -167,37 +179,64 @@ class BatchAugment:
         plan["erase"] = _erase_boxes(batch, spec, g) if spec.re_prob > 0 and augmenting else []
         return plan
 
-    # -- geometry: one resampling ----------------------------------------------------------------------------
-    def resample(self, images: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Crop, flip and geometric RandAugment ops as one output->source map per sample."""
-        spec, device = self.spec, images.device
-        batch, _, source, _ = images.shape
-        height, width = spec.size
+    # -- the plan on the device ------------------------------------------------------------------------------
+    def upload(self, plan: dict, device) -> dict:
+        """The host plan as device tensors (copied without waiting for the device) and python numbers."""
+        height, width = self.spec.size
+        batch = len(plan["crop"])
         crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float32)
         top, left, crop_h, crop_w = crop.unbind(1)
         crop_map = _affine(crop_w / width, zero, left, zero, crop_h / height, top)  # output -> crop box
         hflip, vflip = plan["hflip"], plan["vflip"]
         flip_map = _affine(torch.where(hflip, -1.0, 1.0), zero, torch.where(hflip, float(width), 0.0),
                            zero, torch.where(vflip, -1.0, 1.0), torch.where(vflip, float(height), 0.0))
-        op_maps = [layer["geometry"] for layer in plan["layers"] if layer.get("geometry") is not None]
-        geometry = torch.eye(3, dtype=torch.float32).expand(batch, 3, 3)
+        identity = torch.eye(3, dtype=torch.float32).expand(batch, 3, 3)
+        # one map per layer, identity where the layer drew no geometric op: the same list length every batch
+        op_maps = [identity if layer.get("geometry") is None else layer["geometry"] for layer in plan["layers"]]
+        geometry = identity
         for op_map in op_maps:
             geometry = geometry @ op_map
-        full = to_device(crop_map @ flip_map @ geometry, device, torch.float32)
-        supersample = max(1, min(4, math.ceil(float((crop[:, 2:] / torch.tensor([height, width])).max()) - 1e-6)))
-        grid = _grid(full, height, width, supersample, source, device)
-        out = torch.empty(batch, images.shape[1], height * supersample, width * supersample, device=device)
-        modes = ["nearest"] if spec.interpolation == "nearest" else (
-            [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
-        for index, mode in enumerate(modes):
-            chosen = (plan["interp"] == index) if len(modes) > 1 else torch.ones(batch, dtype=torch.bool)
-            rows = to_device(chosen.nonzero().flatten(), device)
-            if len(rows):
-                out[rows] = F.grid_sample(images[rows], grid[rows], mode=mode, padding_mode="border",
-                                          align_corners=False)
+        scale = float((crop[:, 2:] / torch.tensor([height, width], dtype=torch.float32)).max())
+        params = {"map": to_device(crop_map @ flip_map @ geometry, device),
+                  "supersample": max(1, min(4, math.ceil(scale - 1e-6))),
+                  "interp": to_device(plan["interp"], device),
+                  "op_maps": [to_device(op_map, device) for op_map in op_maps],
+                  "colour": [], "erase": [to_device(box, device) for box in plan.get("erase", [])]}
+        for layer in (layer for layer in plan["layers"] if "colour" in layer):
+            op_id = torch.full((batch,), -1, dtype=torch.long)
+            for name, rows in layer["colour"].items():
+                op_id[rows] = self.colour_names.index(name)
+            params["colour"].append((to_device(op_id, device), to_device(layer["arg"], device)))
+        if "jitter" in plan:
+            params["jitter"] = (to_device(plan["jitter"], device), to_device(plan["jitter_order"], device))
+        return params
+
+    def erase_noise(self, images: torch.Tensor, device_generator: torch.Generator) -> list:
+        """The random fill of each erasing round (drawn on the device, outside the compiled part)."""
+        if not (self.spec.re_prob > 0 and not self.spec.no_aug) or self.spec.re_mode == "const":
+            return []
+        batch, channels, (height, width) = images.shape[0], self.spec.channels, self.spec.size
+        shape = (batch, channels, height, width) if self.spec.re_mode == "pixel" else (batch, channels, 1, 1)
+        return [torch.randn(shape, generator=device_generator, device=images.device)
+                for _ in range(self.spec.re_count)]
+
+    # -- geometry: one resampling ----------------------------------------------------------------------------
+    def resample(self, images: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Crop, flip and geometric RandAugment ops of a host plan as one output->source map per sample."""
+        return self.warp(images, self.upload(dict({"layers": []}, **plan), images.device))
+
+    def warp(self, images: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        height, width = self.spec.size
+        supersample, source = params["supersample"], images.shape[-1]
+        grid = _grid(params["map"], height, width, supersample, source, images.device)
+        outs = [F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+                for mode in self.modes]
+        out = outs[0]
+        for index, other in enumerate(outs[1:], 1):  # each sample keeps its own interpolation's result
+            out = torch.where((params["interp"] == index).view(-1, 1, 1, 1), other, out)
         if supersample > 1:
             out = F.avg_pool2d(out, supersample)
-        inside = _inside_fill(op_maps, height, width, device) if op_maps else None
+        inside = _inside_fill(params["op_maps"], height, width, images.device) if params["op_maps"] else None
         return out.clamp(0, 255).round(), inside
 
     def to_channels(self, x: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
@@ -212,40 +251,34 @@ class BatchAugment:
         return x.contiguous()
 
     # -- colour --------------------------------------------------------------------------------------------
-    def colour(self, x: torch.Tensor, plan: dict) -> torch.Tensor:
-        for layer in plan["layers"]:
-            for name, rows in layer["colour"].items():
-                rows_dev = to_device(rows, x.device)
+    def colour(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Each layer: every colour op of the policy on the whole batch, kept where the sample drew it (a
+        masked select instead of gathering rows keeps the shapes static for torch.compile)."""
+        for op_id, arg in params["colour"]:
+            for index, name in enumerate(self.colour_names):
                 op = _COLOUR_OPS[_base_name(name)]
-                args = (self.smooth,) if op is _sharpness else ()
-                x[rows_dev] = op(x[rows_dev], to_device(layer["arg"][rows], x.device), *args)
-        if "jitter" in plan:
+                out = op(x, arg, self.smooth) if op is _sharpness else op(x, arg)
+                x = torch.where((op_id == index).view(-1, 1, 1, 1), out, x)
+        if "jitter" in params:
+            factors, order = params["jitter"]
             ops = (_brightness, _contrast, _color)  # torchvision ColorJitter order ids 0, 1, 2 (hue is off)
             for position in range(3):
-                for op_id, op in enumerate(ops):
-                    rows = (plan["jitter_order"][:, position] == op_id).nonzero().flatten()
-                    if len(rows):
-                        rows_dev = to_device(rows, x.device)
-                        x[rows_dev] = op(x[rows_dev], to_device(plan["jitter"][rows, op_id], x.device))
+                for op_index, op in enumerate(ops):
+                    chosen = (order[:, position] == op_index).view(-1, 1, 1, 1)
+                    x = torch.where(chosen, op(x, factors[:, op_index]), x)
         return x
 
     # -- random erasing ------------------------------------------------------------------------------------
-    def erase(self, x: torch.Tensor, plan: dict, device_generator: torch.Generator) -> torch.Tensor:
+    def erase(self, x: torch.Tensor, params: dict, noise: list) -> torch.Tensor:
         """timm's RandomErasing per sample: up to ``re_count`` boxes filled with 0 (const), one normal colour
         per channel (rand) or normal noise per pixel (pixel), on the normalised image."""
-        batch, channels, height, width = x.shape
+        _, _, height, width = x.shape
         rows = torch.arange(height, device=x.device).view(1, height, 1)
         cols = torch.arange(width, device=x.device).view(1, 1, width)
-        for box in plan["erase"]:
-            top, left, h, w = (to_device(box[:, k], x.device).view(-1, 1, 1) for k in range(4))
+        for k, box in enumerate(params["erase"]):
+            top, left, h, w = (box[:, i].view(-1, 1, 1) for i in range(4))
             inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-            mode = self.spec.re_mode
-            if mode == "pixel":
-                fill = torch.randn(x.shape, generator=device_generator, device=x.device)
-            elif mode == "rand":
-                fill = torch.randn(batch, channels, 1, 1, generator=device_generator, device=x.device)
-            else:
-                fill = torch.zeros((), device=x.device)
+            fill = noise[k] if noise else torch.zeros((), device=x.device)
             x = torch.where(inside[:, None], fill, x)
         return x
 
@@ -296,9 +329,12 @@ class DeviceAugment:
     float batch. Batch ``step`` of ``epoch`` on ``rank`` draws from generators seeded by exactly that, so a
     run resumed mid-epoch (``skip``) augments the same way."""
 
-    def __init__(self, spec: AugmentSpec, device, seed: int = 0, rank: int = 0):
+    def __init__(self, spec: AugmentSpec, device, seed: int = 0, rank: int = 0, compile: bool = False):
         self.batch_augment = BatchAugment(spec, device)
         self.device = self.batch_augment.device
+        augment = self.batch_augment
+        # --torch-compile: the device half as one graph (a few variants: the supersampling factor 1..4)
+        self.apply = torch.compile(augment.apply, fullgraph=True) if compile else augment.apply
         self.seed, self.rank = seed, rank
         self.epoch, self.step = 0, 0
 
@@ -315,8 +351,10 @@ class DeviceAugment:
         host = torch.Generator().manual_seed(seed_of(*key, 0))
         on_device = torch.Generator(images.device).manual_seed(seed_of(*key, 1))
         channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        augment = self.batch_augment
         with torch.no_grad():
-            out = self.batch_augment(images, host, on_device, torch.from_numpy(np.asarray(boxes)))
+            plan = augment.sample(images.shape[0], images.shape[-1], host, torch.from_numpy(np.asarray(boxes)))
+            out = self.apply(images, augment.upload(plan, images.device), augment.erase_noise(images, on_device))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
@@ -506,7 +544,7 @@ def _inside_fill(op_maps: list, height: int, width: int, device) -> torch.Tensor
     inside = torch.ones(len(op_maps[0]), points.shape[0], dtype=torch.bool, device=device)
     current = points.expand(len(op_maps[0]), -1, -1)
     for op_map in reversed(op_maps):
-        current = torch.einsum("bij,bpj->bpi", to_device(op_map, device, torch.float32), current)
+        current = torch.einsum("bij,bpj->bpi", op_map, current)
         inside &= (current[..., 0] >= 0) & (current[..., 0] < width) & (current[..., 1] >= 0) & (
             current[..., 1] < height)
     return inside.view(-1, 1, height, width)

@@ -56,7 +56,7 @@ class TrainData:
         spec = gpu_augment.AugmentSpec.from_args(args, self.cfg)
         info = self.info
         self.device_augment = gpu_augment.DeviceAugment(spec, info.device if info else "cpu", args.seed,
-                                                        info.rank if info else 0)
+                                                        info.rank if info else 0, args.torch_compile)
         self.dataset.pixel_transform = gpu_augment.FolderInput(source_size(self.dataset, spec.size), spec)
         self.collate = gpu_augment.collate_folder_input
 
