@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import torch
 from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
@@ -75,11 +76,10 @@ def source_size(dataset, output_size) -> int:
     """The square size S the --gpu-augment workers send whole: the folder's images' size when they are all
     one square size (the cache knows every shape; else the first image's header decides), else the output."""
     if dataset.cache is not None:
-        readable = [i for i in range(len(dataset.cache)) if i not in dataset.cache.errors]
-        sizes = {tuple(dataset.cache.shapes[i, :2]) for i in readable}
-        if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1:
-            return int(next(iter(sizes))[0])
-        return max(output_size)
+        readable = np.ones(len(dataset.cache), bool)
+        readable[list(dataset.cache.errors)] = False
+        sizes = np.unique(dataset.cache.shapes[readable, :2], axis=0)
+        return int(sizes[0, 0]) if len(sizes) == 1 and sizes[0, 0] == sizes[0, 1] else max(output_size)
     for path, _ in dataset.samples[:1]:
         try:
             height, width, _ = image_shape(path)
