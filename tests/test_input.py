@@ -330,3 +330,14 @@ def test_device_half_compiles_as_one_graph_equal_to_eager():
     assert len(params["colour"]) == 1 and len(noise) == 1 and len(augment.colour_names) == 10
     compiled = torch.compile(augment.apply, fullgraph=True, backend="eager")
     assert torch.equal(compiled(images, params, noise), augment.apply(images, params, noise))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--aug-splits", "2"], "--gpu-augment does not do AugMix"),
+    (["--aa", "augmix-m5-w4-d2"], "supports RandAugment ('rand-...') only"),
+])
+def test_gpu_augment_bad_combinations_are_one_line(fdsl_cli, tmp_path, extra, message):
+    cached_folder(tmp_path / "db", count=4, size=16)
+    code, _, err = fdsl_cli("pretrain", tmp_path / "db", *TINY_VIT, "-b", "2", "--epochs", "1", "-j", "0",
+                            "--gpu-augment", *extra, "--output", tmp_path / "out")
+    assert code == 2 and message in err and "Traceback" not in err
