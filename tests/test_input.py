@@ -307,15 +307,25 @@ def test_workers_share_one_cache(tmp_path):
 
 
 # -- the training run ----------------------------------------------------------------------------------------
-def test_pretrain_with_gpu_augment_and_cache_images(fdsl_cli, tmp_path):
+def test_pretrain_with_gpu_augment_and_cache_images_resumes_mid_epoch_to_the_same_weights(fdsl_cli, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     cached_folder(tmp_path / "db", count=8, size=32)
-    code, out, err = fdsl_cli("pretrain", tmp_path / "db", *TINY_VIT, "-b", "4", "--epochs", "1", "-j", "1",
-                              "--gpu-augment", "--cache-images", "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25",
-                              "--mixup", "0.8", "--cutmix", "1.0", "--output", tmp_path / "out", "--log-interval", "1")
+    common = ["pretrain", tmp_path / "db", *TINY_VIT, "-b", "4", "--epochs", "2", "-j", "1", "--gpu-augment",
+              "--cache-images", "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25", "--mixup", "0.8", "--cutmix",
+              "1.0", "--output", tmp_path / "out", "--log-interval", "1"]
+    code, out, err = fdsl_cli(*common, "--experiment", "straight")
     assert code == 0, err
     assert "cache: 8 images decoded into 8.0 KB of shared memory" in out
     losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("train: epoch")]
-    assert len(losses) == 2 and all(0 < loss < 5 for loss in losses)
+    assert len(losses) == 4 and all(0 < loss < 5 for loss in losses)
+    # 8 images / batch 4 = 2 steps per epoch: stops after the first step of epoch 1, resumes via skip()
+    assert fdsl_cli(*common, "--experiment", "broken", "--pause-updates", "3")[0] == 0
+    assert fdsl_cli(*common, "--experiment", "broken", "--resume", "auto")[0] == 0
+    a = torch.load(tmp_path / "out" / "straight" / "last.pth.tar", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "out" / "broken" / "last.pth.tar", weights_only=True)["state_dict"]
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=0, atol=0, msg=key)
 
 
 def test_device_half_compiles_as_one_graph_equal_to_eager():
