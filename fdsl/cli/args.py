@@ -162,6 +162,14 @@ def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--train-dir", default=None, help="explicit training folder (no split search)")
     g.add_argument("--val-dir", default=None, help="explicit validation folder")
+    g.add_argument("--gpu-augment", action="store_true",
+                   help="image folders: workers only read and decode (uint8); crop, flips, RandAugment/colour "
+                        "jitter, normalisation and erasing run per sample on the training device")
+    g.add_argument("--cache-images", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="decode the training folder once into shared memory, read by every worker (default auto: "
+                        "when it needs at most a quarter of the available memory; bare flag = on)")
+    g.add_argument("--strict-data", action="store_true",
+                   help="an unreadable training image is an error (default: skipped with a warning)")
     if not finetune:
         g.add_argument("--synthetic", default=None, metavar="DB",
                        help="render database DB on the fly in the DataLoader workers (no files)")

@@ -1,10 +1,15 @@
 """Recursive leaf-folder image datasets (spec 2.1): every png/jpg/jpeg under ROOT gets the label of its
 leaf directory, classes in natural-sort order, images converted to RGB.
 
+Images are read as uint8 arrays (fdsl.data.images: fdsl's own PNGs without PIL), from the files or from a
+shared in-memory cache (fdsl.data.cache). ``transform`` gets the RGB PIL image, as timm's transforms expect;
+``pixel_transform``, when set, gets the uint8 array instead (crop before converting, or device augmentation).
+
 Unreadable images are skipped with a warning naming the file (the next index is used instead, as the
 published timm loader did): one bad file must not kill a week-long run. More than MAX_CONSECUTIVE_BAD
 failures in a row is an error, because then the data set itself is broken. The skips are counted in shared
 memory (BadFiles), so the trainer can report each epoch's total although the images load in worker processes.
+With ``strict`` (--strict-data) the first unreadable image is one error naming it instead.
 """
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ import os
 import warnings
 
 import torch.multiprocessing as mp
-from PIL import Image
 from torch.utils.data import Dataset
 
+from fdsl.data.images import read_image, to_pil
 from fdsl.data.naming import IMAGE_EXTENSIONS, natural_key
 from fdsl.errors import UserError
 
@@ -82,10 +87,15 @@ class BadFiles:
 
 
 class ImageFolder(Dataset):
-    def __init__(self, root: str, transform=None, classes: list[str] | None = None):
+    pixel_transform = None  # uint8 array -> sample, used instead of `transform` when set
+    cache = None  # fdsl.data.cache.ImageCache of every sample's pixels, when the folder fits in memory
+    strict = False  # --strict-data: an unreadable image is an error, not a warning
+
+    def __init__(self, root: str, transform=None, classes: list[str] | None = None, strict: bool = False):
         self.root = root
         self.samples, self.classes = scan(root, classes)
         self.transform = transform
+        self.strict = strict
         self.bad_files = BadFiles()
 
     def __len__(self) -> int:
@@ -95,23 +105,30 @@ class ImageFolder(Dataset):
     def targets(self) -> list[int]:
         return [t for _, t in self.samples]
 
-    def _load(self, index: int):
-        path, target = self.samples[index]
-        with Image.open(path) as img:
-            return img.convert("RGB"), target
+    def pixels(self, index: int):
+        """uint8 HxW (gray) or HxWx3 pixels of sample ``index``; OSError/ValueError when unreadable."""
+        if self.cache is not None:
+            return self.cache.get(index)
+        return read_image(self.samples[index][0])
 
     def __getitem__(self, index: int):
         for attempt in range(MAX_CONSECUTIVE_BAD):
             i = (index + attempt) % len(self.samples)
             try:
-                img, target = self._load(i)
+                pixels = self.pixels(i)
                 break
             except (OSError, ValueError, SyntaxError) as err:
-                self.bad_files.add(self.samples[i][0])
-                warnings.warn(f"skipping unreadable image {self.samples[i][0]}: {err}", stacklevel=2)
+                path = self.samples[i][0]
+                if self.strict:
+                    raise UserError(f"unreadable image {path}: {err} (--strict-data; drop it to skip such "
+                                    f"files with a warning)") from None
+                self.bad_files.add(path)
+                warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
         else:
             raise UserError(f"{MAX_CONSECUTIVE_BAD} unreadable images in a row near {self.samples[index][0]}; "
                             "check the data folder")
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, target
+        target = self.samples[i][1]
+        if self.pixel_transform is not None:
+            return self.pixel_transform(pixels), target
+        img = to_pil(pixels)
+        return (self.transform(img) if self.transform is not None else img), target

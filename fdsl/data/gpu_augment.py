@@ -11,17 +11,29 @@ every device); only the erasing noise is drawn on the device. Crop, flips and Ra
 (rotate, shear, translate) are one affine map per sample, applied by ONE resampling (``grid_sample``), so
 colour ops act on that result (timm applies them in the order drawn; only the fill colour of a geometric op
 can differ). Downscaling is antialiased by averaging s x s sub-samples per output pixel.
+
+Every constant table (normalisation, fill colour, the sharpness kernel) is made on the device in the
+constructor: a table first copied in the middle of a step would be a blocking host-to-device copy, which
+waits for the GPU (torch.cuda.set_sync_debug_mode("error") rejects it). Host parameters are float32.
+The device work (``BatchAugment.apply``) takes device tensors only and has static shapes: each colour op
+runs on the whole batch and is kept where the sample drew it, the random erasing noise is drawn before it,
+so it compiles as one graph (``torch.compile(fullgraph=True)``, used under ``--torch-compile``).
+
+Two callers: ``--synthetic-device`` (rendered batches, fdsl.data.gpu_source) and ``--gpu-augment`` (image
+folders: the DataLoader workers send whole decoded uint8 images and their crop boxes, ``DeviceAugment``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fdsl.data.images import ResizedCrop, crop_params
 from fdsl.errors import UserError
-from fdsl.render.gpu import constant, to_device
+from fdsl.render.gpu import to_device
 
 LEVEL_DENOM = 10.0  # timm's magnitude scale
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY"}
@@ -51,8 +63,8 @@ class RandAugmentSpec:
         from timm.data import auto_augment
 
         if not text.startswith("rand"):
-            raise UserError(f"--aa {text}: on-the-fly device batches support RandAugment ('rand-...') only; "
-                            f"use e.g. --aa rand-m9-mstd0.5-inc1, or drop --synthetic-device")
+            raise UserError(f"--aa {text}: device augmentation (--synthetic-device, --gpu-augment) supports "
+                            f"RandAugment ('rand-...') only; use e.g. --aa rand-m9-mstd0.5-inc1, or drop the flag")
         try:
             ra = auto_augment.rand_augment_transform(text, {"translate_const": int(image_size * 0.45)})
         except (AssertionError, ValueError, KeyError) as err:
@@ -60,8 +72,8 @@ class RandAugmentSpec:
         names = [op.name for op in ra.ops]
         unknown = sorted(set(names) - GEOMETRIC - COLOUR)
         if unknown:
-            raise UserError(f"--aa {text}: op(s) {unknown} are not implemented for --synthetic-device batches; "
-                            f"use the default op set (e.g. rand-m9-mstd0.5-inc1)")
+            raise UserError(f"--aa {text}: op(s) {unknown} are not implemented for device augmentation "
+                            f"(--synthetic-device, --gpu-augment); use the default op set (e.g. rand-m9-mstd0.5-inc1)")
         first = ra.ops[0]
         weights = None if ra.choice_weights is None else [float(w) for w in ra.choice_weights]
         return cls(names, ra.num_layers, first.prob, float(first.magnitude), float(first.magnitude_std),
@@ -110,26 +122,48 @@ class AugmentSpec:
 
 class BatchAugment:
     """``augment(images, host_generator, device_generator)``: uint8 (B, C, S, S) -> normalised float
-    (B, channels, H, W) on the images' device, every sample with its own random parameters."""
+    (B, channels, H, W) on ``device`` (the images' device), every sample with its own random parameters.
+    ``crops`` (B, 4) (top, left, h, w), when given, are the crop boxes (drawn by the caller)."""
 
-    def __init__(self, spec: AugmentSpec):
+    def __init__(self, spec: AugmentSpec, device="cpu"):
         self.spec = spec
+        self.device = torch.device(device)
+        channels = spec.channels
 
-    def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator):
-        spec, batch = self.spec, images.shape[0]
-        plan = self.sample(batch, images.shape[-1], host)
-        x, inside = self.resample(images.float(), plan)
+        def table(values):
+            return torch.tensor(values, dtype=torch.float32).to(self.device)
+
+        self.mean = table(spec.mean).view(1, -1, 1, 1)
+        self.std = table(spec.std).view(1, -1, 1, 1)
+        self.fill = table(spec.fill[:channels]).view(1, -1, 1, 1)
+        self.smooth = table([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(channels, 1, 3, 3).contiguous()
+
+        ops = spec.randaugment.ops if spec.randaugment else []
+        self.colour_names = [name for name in dict.fromkeys(ops) if name not in GEOMETRIC]  # index = op id
+        self.modes = ["nearest"] if spec.interpolation == "nearest" else (
+            [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
+
+    def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator,
+                 crops: torch.Tensor | None = None):
+        plan = self.sample(images.shape[0], images.shape[-1], host, crops)
+        return self.apply(images, self.upload(plan, images.device), self.erase_noise(images, device_generator))
+
+    def apply(self, images: torch.Tensor, params: dict, noise: list) -> torch.Tensor:
+        """The device work, from device tensors only: no host copy, no data-dependent shape, no generator, so
+        it compiles as one graph (torch.compile(fullgraph=True))."""
+        x, inside = self.warp(images.float(), params)
         x = self.to_channels(x, inside)
-        x = self.colour(x, plan)
-        mean = constant(("mean", spec.mean), spec.mean, x.device, torch.float32).view(1, -1, 1, 1)
-        std = constant(("std", spec.std), spec.std, x.device, torch.float32).view(1, -1, 1, 1)
-        x = (x / 255.0 - mean) / std
-        return self.erase(x, plan, device_generator)
+        x = self.colour(x, params)
+        x = (x / 255.0 - self.mean) / self.std
+        return self.erase(x, params, noise)
 
     # -- parameters (host) ---------------------------------------------------------------------------------
-    def sample(self, batch: int, source: int, g: torch.Generator) -> dict:
+    def sample(self, batch: int, source: int, g: torch.Generator, crops: torch.Tensor | None = None) -> dict:
         spec = self.spec
-        plan = {"crop": _full_crops(batch, source) if spec.no_aug else _resized_crops(batch, source, spec, g)}
+        if crops is not None:
+            plan = {"crop": crops.to(torch.float32)}
+        else:
+            plan = {"crop": _full_crops(batch, source) if spec.no_aug else _resized_crops(batch, source, spec, g)}
         plan["hflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.hflip)
         plan["vflip"] = torch.rand(batch, generator=g) < (0 if spec.no_aug else spec.vflip)
         if spec.interpolation == "random":
@@ -145,37 +179,64 @@ class BatchAugment:
         plan["erase"] = _erase_boxes(batch, spec, g) if spec.re_prob > 0 and augmenting else []
         return plan
 
-    # -- geometry: one resampling ----------------------------------------------------------------------------
-    def resample(self, images: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Crop, flip and geometric RandAugment ops as one output->source map per sample."""
-        spec, device = self.spec, images.device
-        batch, _, source, _ = images.shape
-        height, width = spec.size
-        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float64)
+    # -- the plan on the device ------------------------------------------------------------------------------
+    def upload(self, plan: dict, device) -> dict:
+        """The host plan as device tensors (copied without waiting for the device) and python numbers."""
+        height, width = self.spec.size
+        batch = len(plan["crop"])
+        crop, zero = plan["crop"], torch.zeros(batch, dtype=torch.float32)
         top, left, crop_h, crop_w = crop.unbind(1)
         crop_map = _affine(crop_w / width, zero, left, zero, crop_h / height, top)  # output -> crop box
         hflip, vflip = plan["hflip"], plan["vflip"]
         flip_map = _affine(torch.where(hflip, -1.0, 1.0), zero, torch.where(hflip, float(width), 0.0),
                            zero, torch.where(vflip, -1.0, 1.0), torch.where(vflip, float(height), 0.0))
-        op_maps = [layer["geometry"] for layer in plan["layers"] if layer.get("geometry") is not None]
-        geometry = torch.eye(3, dtype=torch.float64).expand(batch, 3, 3)
+        identity = torch.eye(3, dtype=torch.float32).expand(batch, 3, 3)
+        # one map per layer, identity where the layer drew no geometric op: the same list length every batch
+        op_maps = [identity if layer.get("geometry") is None else layer["geometry"] for layer in plan["layers"]]
+        geometry = identity
         for op_map in op_maps:
             geometry = geometry @ op_map
-        full = to_device(crop_map @ flip_map @ geometry, device, torch.float32)
-        supersample = max(1, min(4, math.ceil(float((crop[:, 2:] / torch.tensor([height, width])).max()) - 1e-6)))
-        grid = _grid(full, height, width, supersample, source, device)
-        out = torch.empty(batch, images.shape[1], height * supersample, width * supersample, device=device)
-        modes = ["nearest"] if spec.interpolation == "nearest" else (
-            [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
-        for index, mode in enumerate(modes):
-            chosen = (plan["interp"] == index) if len(modes) > 1 else torch.ones(batch, dtype=torch.bool)
-            rows = to_device(chosen.nonzero().flatten(), device)
-            if len(rows):
-                out[rows] = F.grid_sample(images[rows], grid[rows], mode=mode, padding_mode="border",
-                                          align_corners=False)
+        scale = float((crop[:, 2:] / torch.tensor([height, width], dtype=torch.float32)).max())
+        params = {"map": to_device(crop_map @ flip_map @ geometry, device),
+                  "supersample": max(1, min(4, math.ceil(scale - 1e-6))),
+                  "interp": to_device(plan["interp"], device),
+                  "op_maps": [to_device(op_map, device) for op_map in op_maps],
+                  "colour": [], "erase": [to_device(box, device) for box in plan.get("erase", [])]}
+        for layer in (layer for layer in plan["layers"] if "colour" in layer):
+            op_id = torch.full((batch,), -1, dtype=torch.long)
+            for name, rows in layer["colour"].items():
+                op_id[rows] = self.colour_names.index(name)
+            params["colour"].append((to_device(op_id, device), to_device(layer["arg"], device)))
+        if "jitter" in plan:
+            params["jitter"] = (to_device(plan["jitter"], device), to_device(plan["jitter_order"], device))
+        return params
+
+    def erase_noise(self, images: torch.Tensor, device_generator: torch.Generator) -> list:
+        """The random fill of each erasing round (drawn on the device, outside the compiled part)."""
+        if not (self.spec.re_prob > 0 and not self.spec.no_aug) or self.spec.re_mode == "const":
+            return []
+        batch, channels, (height, width) = images.shape[0], self.spec.channels, self.spec.size
+        shape = (batch, channels, height, width) if self.spec.re_mode == "pixel" else (batch, channels, 1, 1)
+        return [torch.randn(shape, generator=device_generator, device=images.device)
+                for _ in range(self.spec.re_count)]
+
+    # -- geometry: one resampling ----------------------------------------------------------------------------
+    def resample(self, images: torch.Tensor, plan: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Crop, flip and geometric RandAugment ops of a host plan as one output->source map per sample."""
+        return self.warp(images, self.upload(dict({"layers": []}, **plan), images.device))
+
+    def warp(self, images: torch.Tensor, params: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        height, width = self.spec.size
+        supersample, source = params["supersample"], images.shape[-1]
+        grid = _grid(params["map"], height, width, supersample, source, images.device)
+        outs = [F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+                for mode in self.modes]
+        out = outs[0]
+        for index, other in enumerate(outs[1:], 1):  # each sample keeps its own interpolation's result
+            out = torch.where((params["interp"] == index).view(-1, 1, 1, 1), other, out)
         if supersample > 1:
             out = F.avg_pool2d(out, supersample)
-        inside = _inside_fill(op_maps, height, width, device) if op_maps else None
+        inside = _inside_fill(params["op_maps"], height, width, images.device) if params["op_maps"] else None
         return out.clamp(0, 255).round(), inside
 
     def to_channels(self, x: torch.Tensor, inside: torch.Tensor | None) -> torch.Tensor:
@@ -186,60 +247,129 @@ class BatchAugment:
         elif x.shape[1] == 3 and channels == 1:
             x = _luma(x)
         if inside is not None:
-            fill = constant(("fill", self.spec.fill[:channels]), self.spec.fill[:channels], x.device, x.dtype)
-            fill = fill.view(1, -1, 1, 1)
-            x = torch.where(inside, x, fill)
+            x = torch.where(inside, x, self.fill)
         return x.contiguous()
 
     # -- colour --------------------------------------------------------------------------------------------
-    def colour(self, x: torch.Tensor, plan: dict) -> torch.Tensor:
-        for layer in plan["layers"]:
-            for name, rows in layer["colour"].items():
-                rows_dev = to_device(rows, x.device)
-                x[rows_dev] = _COLOUR_OPS[_base_name(name)](x[rows_dev], to_device(layer["arg"][rows], x.device))
-        if "jitter" in plan:
+    def colour(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        """Each layer: every colour op of the policy on the whole batch, kept where the sample drew it (a
+        masked select instead of gathering rows keeps the shapes static for torch.compile)."""
+        for op_id, arg in params["colour"]:
+            for index, name in enumerate(self.colour_names):
+                op = _COLOUR_OPS[_base_name(name)]
+                out = op(x, arg, self.smooth) if op is _sharpness else op(x, arg)
+                x = torch.where((op_id == index).view(-1, 1, 1, 1), out, x)
+        if "jitter" in params:
+            factors, order = params["jitter"]
             ops = (_brightness, _contrast, _color)  # torchvision ColorJitter order ids 0, 1, 2 (hue is off)
             for position in range(3):
-                for op_id, op in enumerate(ops):
-                    rows = (plan["jitter_order"][:, position] == op_id).nonzero().flatten()
-                    if len(rows):
-                        rows_dev = to_device(rows, x.device)
-                        x[rows_dev] = op(x[rows_dev], to_device(plan["jitter"][rows, op_id], x.device))
+                for op_index, op in enumerate(ops):
+                    chosen = (order[:, position] == op_index).view(-1, 1, 1, 1)
+                    x = torch.where(chosen, op(x, factors[:, op_index]), x)
         return x
 
     # -- random erasing ------------------------------------------------------------------------------------
-    def erase(self, x: torch.Tensor, plan: dict, device_generator: torch.Generator) -> torch.Tensor:
+    def erase(self, x: torch.Tensor, params: dict, noise: list) -> torch.Tensor:
         """timm's RandomErasing per sample: up to ``re_count`` boxes filled with 0 (const), one normal colour
         per channel (rand) or normal noise per pixel (pixel), on the normalised image."""
-        batch, channels, height, width = x.shape
+        _, _, height, width = x.shape
         rows = torch.arange(height, device=x.device).view(1, height, 1)
         cols = torch.arange(width, device=x.device).view(1, 1, width)
-        for box in plan["erase"]:
-            top, left, h, w = (to_device(box[:, k], x.device).view(-1, 1, 1) for k in range(4))
+        for k, box in enumerate(params["erase"]):
+            top, left, h, w = (box[:, i].view(-1, 1, 1) for i in range(4))
             inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-            mode = self.spec.re_mode
-            if mode == "pixel":
-                fill = torch.randn(x.shape, generator=device_generator, device=x.device)
-            elif mode == "rand":
-                fill = torch.randn(batch, channels, 1, 1, generator=device_generator, device=x.device)
-            else:
-                fill = torch.zeros((), device=x.device)
+            fill = noise[k] if noise else torch.zeros((), device=x.device)
             x = torch.where(inside[:, None], fill, x)
         return x
 
 
+# -- image folders (--gpu-augment) ------------------------------------------------------------------------------
+class FolderInput:
+    """The DataLoader worker's whole job under --gpu-augment: uint8 array -> ((C, S, S) uint8 tensor, crop box).
+
+    An image of the folder's common square size S is sent whole, with its RandomResizedCrop box drawn here by
+    timm's rule (fdsl.data.images.crop_params, the worker's seeded ``random``); the device cuts and resizes
+    it in the one resampling of BatchAugment. An image of another size is cropped and resized to S x S here
+    (PIL, timm's crop), and its box is the whole S x S."""
+
+    def __init__(self, source_size: int, spec: AugmentSpec):
+        self.size = source_size
+        self.scale, self.ratio, self.no_aug = spec.scale, spec.ratio, spec.no_aug
+        interpolation = spec.interpolation if spec.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        self.resize = ResizedCrop(source_size, None if spec.no_aug else spec.scale, spec.ratio, interpolation)
+
+    def __call__(self, pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        size = self.size
+        whole = (0, 0, size, size)
+        if pixels.shape[:2] != (size, size):
+            pixels, box = np.asarray(self.resize(pixels)), whole
+        else:
+            box = whole if self.no_aug else crop_params(size, size, self.scale, self.ratio)
+        image = torch.from_numpy(np.array(pixels if pixels.ndim == 3 else pixels[..., None], copy=True))
+        return image.permute(2, 0, 1), np.asarray(box, np.float32)
+
+
+def collate_folder_input(samples):
+    """[((image, box), target)] -> ((uint8 (B, C, S, S), boxes (B, 4) numpy), targets). Gray images are
+    repeated to RGB when the batch mixes both. The boxes stay a numpy array, so the loop leaves them on the
+    host, where BatchAugment plans."""
+    inputs, targets = zip(*samples)
+    images, boxes = zip(*inputs)
+    if len({image.shape[0] for image in images}) > 1:
+        images = [image.expand(3, -1, -1) for image in images]
+    return (torch.stack(images), np.stack(boxes)), torch.as_tensor(targets)
+
+
+def seed_of(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class DeviceAugment:
+    """The training step's half of --gpu-augment: ``(uint8 images on the device, host boxes)`` -> normalised
+    float batch. Batch ``step`` of ``epoch`` on ``rank`` draws from generators seeded by exactly that, so a
+    run resumed mid-epoch (``skip``) augments the same way."""
+
+    def __init__(self, spec: AugmentSpec, device, seed: int = 0, rank: int = 0, compile: bool = False):
+        self.batch_augment = BatchAugment(spec, device)
+        self.device = self.batch_augment.device
+        augment = self.batch_augment
+        # --torch-compile: the device half as one graph (a few variants: the supersampling factor 1..4)
+        self.apply = torch.compile(augment.apply, fullgraph=True) if compile else augment.apply
+        self.seed, self.rank = seed, rank
+        self.epoch, self.step = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.step = epoch, 0
+
+    def skip(self, num_batches: int) -> None:
+        self.step = num_batches
+
+    def __call__(self, batch) -> torch.Tensor:
+        images, boxes = batch
+        key = (self.seed, self.rank, self.epoch, self.step)
+        self.step += 1
+        host = torch.Generator().manual_seed(seed_of(*key, 0))
+        on_device = torch.Generator(images.device).manual_seed(seed_of(*key, 1))
+        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        augment = self.batch_augment
+        with torch.no_grad():
+            plan = augment.sample(images.shape[0], images.shape[-1], host, torch.from_numpy(np.asarray(boxes)))
+            out = self.apply(images, augment.upload(plan, images.device), augment.erase_noise(images, on_device))
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
 # -- parameter sampling (host) -------------------------------------------------------------------------------
 def _uniform(shape, low, high, g):
-    return low + torch.rand(shape, generator=g, dtype=torch.float64) * (high - low)
+    return low + torch.rand(shape, generator=g, dtype=torch.float32) * (high - low)
 
 
 def _randint_inclusive(high: torch.Tensor, g) -> torch.Tensor:
     """U{0..high} per element (python's random.randint(0, high))."""
-    return (torch.rand(high.shape, generator=g, dtype=torch.float64) * (high + 1)).floor().clamp(max=high)
+    return (torch.rand(high.shape, generator=g, dtype=torch.float32) * (high + 1)).floor().clamp(max=high)
 
 
 def _full_crops(batch: int, source: int) -> torch.Tensor:
-    return torch.tensor([[0.0, 0.0, source, source]], dtype=torch.float64).expand(batch, 4).clone()
+    return torch.tensor([[0.0, 0.0, source, source]], dtype=torch.float32).expand(batch, 4).clone()
 
 
 def _resized_crops(batch: int, source: int, spec: AugmentSpec, g) -> torch.Tensor:
@@ -268,7 +398,7 @@ def _central_crop(source: int, ratio) -> torch.Tensor:
         h = float(round(w / min(ratio)))
     elif 1.0 > max(ratio):
         w = float(round(h * max(ratio)))
-    return torch.tensor([(source - h) // 2, (source - w) // 2, h, w], dtype=torch.float64)
+    return torch.tensor([(source - h) // 2, (source - w) // 2, h, w], dtype=torch.float32)
 
 
 def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
@@ -279,20 +409,20 @@ def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
     if ra.weights is None:
         choice = torch.randint(0, n_ops, (batch, ra.num_layers), generator=g)
     else:
-        weights = torch.tensor(ra.weights, dtype=torch.float64).expand(batch, n_ops)
+        weights = torch.tensor(ra.weights, dtype=torch.float32).expand(batch, n_ops)
         choice = torch.multinomial(weights, ra.num_layers, replacement=False, generator=g)
     height, width = spec.size
     layers = []
     for layer in range(ra.num_layers):
         applied = torch.rand(batch, generator=g) <= ra.prob
-        magnitude = torch.full((batch,), ra.magnitude, dtype=torch.float64)
+        magnitude = torch.full((batch,), ra.magnitude, dtype=torch.float32)
         if ra.magnitude_std == math.inf:
             magnitude = _uniform(batch, 0.0, ra.magnitude, g)
         elif ra.magnitude_std > 0:
-            magnitude = magnitude + ra.magnitude_std * torch.randn(batch, generator=g, dtype=torch.float64)
+            magnitude = magnitude + ra.magnitude_std * torch.randn(batch, generator=g, dtype=torch.float32)
         level = magnitude.clamp(0.0, ra.magnitude_max or LEVEL_DENOM) / LEVEL_DENOM
-        sign = torch.where(torch.rand(batch, generator=g) > 0.5, -1.0, 1.0).to(torch.float64)
-        arg = torch.zeros(batch, dtype=torch.float64)
+        sign = torch.where(torch.rand(batch, generator=g) > 0.5, -1.0, 1.0).to(torch.float32)
+        arg = torch.zeros(batch, dtype=torch.float32)
         colour, geometry_rows = {}, []
         for k in choice[:, layer].unique().tolist():
             name = ra.ops[k]
@@ -306,7 +436,7 @@ def _randaugment_layers(batch: int, spec: AugmentSpec, g) -> list[dict]:
                 colour[name] = rows
         geometry = None
         if geometry_rows:
-            geometry = torch.eye(3, dtype=torch.float64).repeat(batch, 1, 1)
+            geometry = torch.eye(3, dtype=torch.float32).repeat(batch, 1, 1)
             for name, rows in geometry_rows:
                 geometry[rows] = _geometric_map(name, arg[rows], height, width)
         layers.append({"colour": colour, "arg": arg, "geometry": geometry})
@@ -389,8 +519,8 @@ def _erase_boxes(batch: int, spec: AugmentSpec, g) -> list[torch.Tensor]:
 # -- geometry helpers ------------------------------------------------------------------------------------------
 def _affine(a, b, c, d, e, f) -> torch.Tensor:
     """(B, 3, 3) maps (x, y) -> (a x + b y + c, d x + e y + f), from (B,) float tensors."""
-    a = torch.as_tensor(a, dtype=torch.float64)
-    rows = [torch.as_tensor(v, dtype=torch.float64).expand_as(a) for v in (a, b, c, d, e, f)]
+    a = torch.as_tensor(a, dtype=torch.float32)
+    rows = [torch.as_tensor(v, dtype=torch.float32).expand_as(a) for v in (a, b, c, d, e, f)]
     zero, one = torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([torch.stack(rows[:3], -1), torch.stack(rows[3:], -1), torch.stack([zero, zero, one], -1)], 1)
 
@@ -414,7 +544,7 @@ def _inside_fill(op_maps: list, height: int, width: int, device) -> torch.Tensor
     inside = torch.ones(len(op_maps[0]), points.shape[0], dtype=torch.bool, device=device)
     current = points.expand(len(op_maps[0]), -1, -1)
     for op_map in reversed(op_maps):
-        current = torch.einsum("bij,bpj->bpi", to_device(op_map, device, torch.float32), current)
+        current = torch.einsum("bij,bpj->bpi", op_map, current)
         inside &= (current[..., 0] >= 0) & (current[..., 0] < width) & (current[..., 1] >= 0) & (
             current[..., 1] < height)
     return inside.view(-1, 1, height, width)
@@ -449,10 +579,10 @@ def _color(x, factor):
     return _blend(_luma(x).expand_as(x), x, factor)
 
 
-def _sharpness(x, factor):
-    kernel = constant("smooth", [[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], x.device, x.dtype) / 13
+def _sharpness(x, factor, kernel):
+    """PIL's SMOOTH filter (``kernel``: (C, 1, 3, 3), BatchAugment.smooth) blended with the image."""
     channels = x.shape[1]
-    smooth = F.conv2d(x, kernel.expand(channels, 1, 3, 3), groups=channels).round()
+    smooth = F.conv2d(x, kernel[:channels], groups=channels).round()
     degenerate = x.clone()
     degenerate[..., 1:-1, 1:-1] = smooth  # PIL keeps the border pixels
     return _blend(degenerate, x, factor)

@@ -210,7 +210,7 @@ class DeviceBatchSource:
 
     def configure(self, args, cfg: dict) -> None:
         """Use the recipe's augmentation (flags + the model's data config)."""
-        self.augment = BatchAugment(AugmentSpec.from_args(args, cfg))
+        self.augment = BatchAugment(AugmentSpec.from_args(args, cfg), self.device)
 
     def __len__(self) -> int:
         return self.per_rank // self.batch_size

@@ -1,9 +1,17 @@
 """timm transforms with the published flag semantics (spec 1.10, 1.12), always the CPU (no-prefetcher) path:
-RandomResizedCrop, flips, RandAugment or ColorJitter, ToTensor, Normalize, RandomErasing."""
+RandomResizedCrop, flips, RandAugment or ColorJitter, ToTensor, Normalize, RandomErasing.
+
+``crop_first`` runs the same transform on a uint8 array: its RandomResizedCrop is cut from the array (a gray
+image resized as gray) before the RGB conversion, with the same random draws, so the output is the same.
+"""
 from __future__ import annotations
 
 from PIL import Image, ImageOps
 from timm.data import auto_augment, create_transform, resolve_data_config
+from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_pil_interp
+from torchvision import transforms as tv
+
+from fdsl.data.images import ResizedCrop
 
 
 def _posterize(img, bits_to_keep, **__):
@@ -48,3 +56,28 @@ def train_transform(args, cfg: dict):
 def eval_transform(cfg: dict):
     return create_transform(cfg["input_size"], is_training=False, interpolation=cfg["interpolation"],
                             mean=cfg["mean"], std=cfg["std"], crop_pct=cfg["crop_pct"])
+
+
+class CropFirst:
+    """uint8 array -> ``rest(crop(array) as RGB)``: timm's training transform with its crop done first."""
+
+    def __init__(self, crop: ResizedCrop, rest):
+        self.crop, self.rest = crop, rest
+
+    def __call__(self, pixels):
+        img = self.crop(pixels)
+        return self.rest(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def crop_first(transform) -> CropFirst | None:
+    """The CropFirst form of a timm training Compose that starts with RandomResizedCropAndInterpolation, else
+    None (AugMix's separate stages, --no-aug's resize)."""
+    steps = getattr(transform, "transforms", None)
+    if not steps or not isinstance(steps[0], RandomResizedCropAndInterpolation):
+        return None
+    first = steps[0]
+    modes = first.interpolation if isinstance(first.interpolation, (tuple, list)) else (first.interpolation,)
+    crop = ResizedCrop(first.size, first.scale, first.ratio)
+    pil = tuple(str_to_pil_interp(m.value) for m in modes)
+    crop.interpolation = pil if len(pil) > 1 else pil[0]
+    return CropFirst(crop, tv.Compose(steps[1:]))

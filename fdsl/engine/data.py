@@ -5,24 +5,29 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import torch
 from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fdsl.data import builder, folder, samplers, shards, transforms
+from fdsl.data import builder, cache, folder, gpu_augment, samplers, shards, transforms
+from fdsl.data.images import image_shape
 from fdsl.errors import UserError
 
 
 class TrainData:
-    def __init__(self, kind: str, dataset, num_classes: int, samples_per_epoch: int | None = None):
+    def __init__(self, kind: str, dataset, num_classes: int, samples_per_epoch: int | None = None, info=None):
         self.kind = kind  # "folder" | "shards" | "onthefly" | "device"
         self.dataset = dataset
         self.num_classes = num_classes
         self.samples_per_epoch = samples_per_epoch
+        self.info = info  # the engine's DistInfo (rank, device)
         self.sampler = None
         self.cfg = None
         self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
+        self.device_augment = None  # --gpu-augment: the training step's half (gpu_augment.DeviceAugment)
+        self.collate = None
 
     def __len__(self) -> int:
         return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.dataset)
@@ -33,9 +38,28 @@ class TrainData:
         if self.kind == "device":  # augmented per sample on the device (fdsl.data.gpu_augment)
             self.dataset.configure(args, self.cfg)
             return
+        if getattr(args, "gpu_augment", False):
+            self.set_device_augment(args)
+            return
         self.dataset.transform = transforms.train_transform(args, self.cfg)
         if args.aug_splits:
             self.loader_dataset = AugMixSplits(self.dataset, args.aug_splits, erase_clean=not args.resplit)
+        elif self.kind == "folder":  # crop the uint8 image before converting it (same draws, same output)
+            self.dataset.pixel_transform = transforms.crop_first(self.dataset.transform)
+
+    def set_device_augment(self, args) -> None:
+        """--gpu-augment: workers read, decode and draw crop boxes; the step augments on the device."""
+        if self.kind != "folder":
+            raise UserError("--gpu-augment works with image folders (use --synthetic-device for on-the-fly "
+                            "rendering); drop --gpu-augment")
+        if args.aug_splits:
+            raise UserError("--gpu-augment does not do AugMix; drop --aug-splits or --gpu-augment")
+        spec = gpu_augment.AugmentSpec.from_args(args, self.cfg)
+        info = self.info
+        self.device_augment = gpu_augment.DeviceAugment(spec, info.device if info else "cpu", args.seed,
+                                                        info.rank if info else 0, args.torch_compile)
+        self.dataset.pixel_transform = gpu_augment.FolderInput(source_size(self.dataset, spec.size), spec)
+        self.collate = gpu_augment.collate_folder_input
 
     def take_bad_files(self) -> tuple[int, str]:
         """(unreadable images skipped since the last call, one of their paths); folders only."""
@@ -43,9 +67,27 @@ class TrainData:
         return bad.take() if bad is not None else (0, "")
 
     def set_epoch(self, epoch: int) -> None:
-        for obj in (self.sampler, self.dataset):
+        for obj in (self.sampler, self.dataset, self.device_augment):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
+
+
+def source_size(dataset, output_size) -> int:
+    """The square size S the --gpu-augment workers send whole: the folder's images' size when they are all
+    one square size (the cache knows every shape; else the first image's header decides), else the output."""
+    if dataset.cache is not None:
+        readable = np.ones(len(dataset.cache), bool)
+        readable[list(dataset.cache.errors)] = False
+        sizes = np.unique(dataset.cache.shapes[readable, :2], axis=0)
+        return int(sizes[0, 0]) if len(sizes) == 1 and sizes[0, 0] == sizes[0, 1] else max(output_size)
+    for path, _ in dataset.samples[:1]:
+        try:
+            height, width, _ = image_shape(path)
+        except (OSError, ValueError, SyntaxError):
+            break
+        if height == width:
+            return height
+    return max(output_size)
 
 
 class AugMixSplits(AugMixDataset):
@@ -134,8 +176,11 @@ def build_train_data(args, info) -> TrainData:
     root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
-    ds = folder.ImageFolder(root)
-    return TrainData("folder", ds, _check_num_classes(args, ds.classes, root))
+    ds = folder.ImageFolder(root, strict=getattr(args, "strict_data", False))
+    log = print if info.is_main else (lambda *_: None)
+    ds.cache = cache.for_folder([path for path, _ in ds.samples], getattr(args, "cache_images", "off"),
+                                max(1, args.workers), lambda line: log(line, flush=True))
+    return TrainData("folder", ds, _check_num_classes(args, ds.classes, root), info=info)
 
 
 def shard_epoch_size(args, urls: list[str]) -> tuple[int, str]:
@@ -197,20 +242,21 @@ def make_loader(args, info, data, train: bool = True):
     if per_rank < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process "
                         f"({n} images, {info.world_size} process(es)); lower --batch-size")
-    collate = concat_splits if args.aug_splits else None
+    collate = concat_splits if args.aug_splits else data.collate
     loader = DataLoader(samplers.Seeded(data.loader_dataset), batch_size=args.batch_size, sampler=data.sampler,
                         drop_last=True, worker_init_fn=_worker_init, collate_fn=collate, **common)
-    return TrainLoader(loader, data.sampler, args.batch_size)
+    return TrainLoader(loader, data.sampler, args.batch_size, data.device_augment)
 
 
 class TrainLoader:
     """A training DataLoader whose next epoch can start at a given batch (a run resumed mid-epoch)."""
 
-    def __init__(self, loader: DataLoader, sampler: samplers.Resumable, batch_size: int):
+    def __init__(self, loader: DataLoader, sampler: samplers.Resumable, batch_size: int, device_augment=None):
         self.loader = loader
         self.sampler = sampler
         self.batch_size = batch_size
         self.dataset = loader.dataset
+        self.device_augment = device_augment
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -220,6 +266,8 @@ class TrainLoader:
 
     def skip(self, batches: int) -> None:
         self.sampler.skip(batches * self.batch_size)
+        if self.device_augment is not None:
+            self.device_augment.skip(batches)
 
 
 def _worker_init(worker_id: int) -> None:

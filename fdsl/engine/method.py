@@ -63,18 +63,23 @@ class Method:
 
 
 class Classification(Method):
-    """Supervised training on (images, labels): cross-entropy (or the recipe's loss) with optional mixup."""
+    """Supervised training on (images, labels): cross-entropy (or the recipe's loss) with optional mixup.
+    With ``augment`` (--gpu-augment), the batch's images are uint8 and augmented here, on the device, before
+    mixup (fdsl.data.gpu_augment.DeviceAugment)."""
 
     name = "classification"
 
-    def __init__(self, model: torch.nn.Module, loss_fn, mixup_fn=None):
+    def __init__(self, model: torch.nn.Module, loss_fn, mixup_fn=None, augment=None):
         self.module = model
         self.loss_fn = loss_fn
         self.mixup_fn = mixup_fn
         self.mixup_active = True
+        self.augment = augment
 
     def training_step(self, model, batch, ctx) -> StepOutput:
         images, targets = batch
+        if self.augment is not None:
+            images = self.augment(images)
         if self.mixup_fn is not None and self.mixup_active:
             images, targets = self.mixup_fn(images, targets)
         with ctx.autocast():

@@ -118,7 +118,7 @@ def _run(args, info) -> None:
     amp_dtype, scaler = amp_setup(args.amp or args.native_amp or args.apex_amp, args.amp_dtype, info)
     sched = schedule.build(args, optimizer, len(train_loader))
     mixup_fn = build_mixup(args, num_classes)
-    method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn)
+    method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn, train_data.device_augment)
     if mixup_fn is not None and args.mixup_off_epoch:
         method.before_epoch = lambda epoch, ctx: setattr(mixup_fn, "mixup_enabled", epoch < args.mixup_off_epoch)
 
