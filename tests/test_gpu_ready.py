@@ -92,3 +92,46 @@ def test_shuffle_permutation_is_a_pure_uniform_function_of_seed_and_step():
     where = torch.stack([shuffle_bn.permutation(8, 0, s) for s in range(2000)])
     counts = torch.stack([(where == i).sum(0) for i in range(8)]).float()  # index i at position j
     assert counts.min() > 190 and counts.max() < 310  # 250 expected each (2000 / 8)
+
+
+# -- bf16 autocast through the engine, on CPU as on CUDA ------------------------------------------------------
+def tiny_vit(num_classes=4, **extra):
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("deit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                             num_classes=num_classes, **extra)
+
+
+def test_bf16_autocast_trains_through_the_engine_on_cpu_with_float32_master_weights():
+    from fdsl.engine.loop import LoopContext, amp_setup, train_one_epoch
+    from fdsl.engine.method import Classification
+    from fdsl.engine.schedule import Schedule
+
+    info = distributed.DistInfo()
+    dtype, scaler = amp_setup(True, "bfloat16", info)
+    assert (dtype, scaler) == (torch.bfloat16, None)
+    model = tiny_vit()
+    head_dtypes = []
+    model.head.register_forward_hook(lambda mod, args, out: head_dtypes.append(out.dtype))
+    g = torch.Generator().manual_seed(0)
+    targets = torch.arange(16) % 4
+    images = torch.randn(16, 3, 16, 16, generator=g) * 0.3 + targets[:, None, None, None].float()  # learnable
+    data = [(images[i:i + 8], targets[i:i + 8]) for i in (0, 8)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    ctx = LoopContext(info=info, amp_dtype=dtype, scaler=scaler, log_interval=10**9)
+    method = Classification(model, torch.nn.CrossEntropyLoss())
+    losses = [train_one_epoch(method, model, data, opt, Schedule(None, True, 2), ctx, epoch=e)["loss"]
+              for e in range(6)]
+    assert set(head_dtypes) == {torch.bfloat16}  # autocast really ran on the CPU
+    assert losses[-1] < 0.75 * losses[0] and losses == sorted(losses, reverse=True), losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(s.dtype == torch.float32 for state in opt.state.values() for s in state.values() if s.dim())
+
+
+def test_float16_amp_is_cuda_only_and_falls_back_to_float32_on_cpu_with_a_note(capsys):
+    from fdsl.engine.loop import amp_setup
+
+    assert amp_setup(True, "float16", distributed.DistInfo()) == (None, None)
+    assert "--amp with float16 needs CUDA; float32 on cpu" in capsys.readouterr().out
+    assert amp_setup(False, "bfloat16", distributed.DistInfo()) == (None, None)
