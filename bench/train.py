@@ -56,7 +56,7 @@ def options():
     p.add_argument("--synthetic-device", default=None, help="where DB renders (default: --device)")
     p.add_argument("--synthetic-size", type=int, default=None, help="render size (default: --img-size)")
     p.add_argument("--synthetic-opt", nargs="*", default=[], metavar="KEY=VALUE", help="database options")
-    p.add_argument("--classes", type=int, default=100, help="classes of the --synthetic database")
+    p.add_argument("--classes", type=int, default=100, help="classes of the model (and of the --synthetic database)")
     return p.parse_args()
 
 
@@ -78,7 +78,7 @@ def batches(o, device, n):
     x = torch.randn(o.batch_size, 3, o.img_size, o.img_size, device=device)
     if o.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (o.batch_size,), device=device)
+    y = torch.randint(0, o.classes, (o.batch_size,), device=device)
     return [(x, y)] * n
 
 
@@ -126,11 +126,9 @@ def loop_context(o, info):
                        channels_last=o.channels_last)
 
 
-def step_benchmark(o, args):
+def step_benchmark(o, args, model, opt):
     device = torch.device(o.device)
-    info = distributed.DistInfo(device=device)
-    model, opt = prepared_model(o, args, 1000, device)
-    ctx = loop_context(o, info)
+    ctx = loop_context(o, distributed.DistInfo(device=device))
     warm = batches(o, device, 5)
     time_bare(model, opt, warm, device, o.amp)
     time_engine(model, opt, warm, ctx, args)
@@ -155,13 +153,12 @@ class FirstBatches:
         return itertools.islice(iter(self.source), self.count)
 
 
-def synthetic_benchmark(o, args):
+def synthetic_benchmark(o, args, model, opt):
     """(render + augmentation alone, the engine step fed by it) in images/s; one source, steps batches each."""
     from fdsl.data.gpu_source import build_device_source
 
     device = torch.device(o.device)
     info = distributed.DistInfo(device=device)
-    model, opt = prepared_model(o, args, o.classes, device)
     source = build_device_source(args, info)
     source.configure(args, data_config(args, getattr(model, "_orig_mod", model)))
     source.check_memory()
@@ -205,7 +202,8 @@ def main():
     o = options()
     args = engine_args(o)
     torch.manual_seed(0)
-    bare, eng = step_benchmark(o, args)
+    model, opt = prepared_model(o, args, o.classes, torch.device(o.device))  # one model: compiled once
+    bare, eng = step_benchmark(o, args, model, opt)
     print(f"device {o.device}, threads {torch.get_num_threads()}, model {o.model} {' '.join(o.model_kwargs)} "
           f"@ {o.img_size}px, batch {o.batch_size}, amp {o.amp}, compile {o.compile and o.compile_backend}, "
           f"channels-last {o.channels_last}")
@@ -219,7 +217,7 @@ def main():
         print(f"data: {n} PNGs, {o.workers} workers, RandAugment+RandomErasing: {rate:9.1f} img/s "
               f"= {rate / eng:.2f}x the engine step")
     if o.synthetic:
-        alone, fed = synthetic_benchmark(o, args)
+        alone, fed = synthetic_benchmark(o, args, model, opt)
         where = args.synthetic_device
         print(f"on-the-fly {o.synthetic} on {where} (render {args.synthetic_size or o.img_size}px + RandAugment + "
               f"RandomErasing, per sample): {alone:9.1f} img/s alone = {alone / eng:.2f}x the engine step")
