@@ -71,7 +71,7 @@ def ssl_figure(out: str) -> str:
 
 
 def last_line(out: str) -> str:
-    lines = [line.strip() for line in out.strip().splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in out.strip().splitlines() if line.strip()]
     return lines[-1][:160] if lines else ""
 
 

@@ -58,7 +58,7 @@ def test_cuda_tests_are_selected_by_the_cuda_marker():
 
 
 def test_dry_run_walks_the_steps_on_the_cpu_and_writes_the_report(tmp_path, capsys):
-    """A subset of the steps (the whole dry run takes ~10 minutes on 2 shared cores); each runs its code path."""
+    """A subset of the steps (the whole dry run takes ~5 minutes on 2 shared cores); each runs its code path."""
     report = tmp_path / "report.json"
     assert gpucheck.main(["--dry-run", "--only", "ddp", "kmeans", "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["steps"]
