@@ -7,6 +7,8 @@ pipeline (a folder of PNGs, the engine's training transform, N workers) in image
         --model-kwargs --batch-size 128 --amp
     PYTHONPATH=. python bench/train.py --device cuda --model deit_base_patch16_224 --img-size 224 \\
         --model-kwargs --batch-size 128 --amp --synthetic visualatom     # on-the-fly device batches
+    PYTHONPATH=. python bench/train.py --device cuda --model deit_tiny_patch16_224 --img-size 224 \\
+        --model-kwargs --batch-size 256 --amp --compile --channels-last --no-data   # as fdsl.gpucheck runs it
 
 With --synthetic DB the same step is also timed on batches rendered and augmented on --synthetic-device inside
 the step (fdsl.data.gpu_source), against the pre-made random tensors: the issue's target is >= 0.9x.
