@@ -44,12 +44,14 @@ def options():
     p.add_argument("--rounds", type=int, default=25)
     p.add_argument("--methods", nargs="+", default=["moco", "byol"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in the fdsl and bare steps (the engine's --amp)")
     return p.parse_args()
 
 
 def views(o):
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(o.batch_size, 3, o.img_size, o.img_size, generator=g) for _ in range(2)]
+    return [torch.randn(o.batch_size, 3, o.img_size, o.img_size, generator=g).to(o.device) for _ in range(2)]
 
 
 # ---- fdsl ---------------------------------------------------------------------------------------------
@@ -64,10 +66,12 @@ def fdsl_runner(o, method_name):
     else:
         method = BYOL(backbone, total_updates=10_000, hidden=4096, proj_dim=256)
         opt = build_optimizer("lars", method.module, 0.3, 0.9, 1e-6)
-    ctx = LoopContext(info=DistInfo(), log_interval=10**9)
+    method.module.to(o.device)
+    ctx = LoopContext(info=DistInfo(device=torch.device(o.device)), log_interval=10**9,
+                      amp_dtype=torch.bfloat16 if o.amp else None)
     sched = Schedule(None, True, o.steps)
     v1, v2 = views(o)
-    batch = ((v1, v2), torch.zeros(o.batch_size, dtype=torch.long))
+    batch = ((v1, v2), torch.zeros(o.batch_size, dtype=torch.long, device=o.device))
 
     def run(steps):
         train_one_epoch(method, method.module, [batch] * steps, opt, sched, ctx, epoch=0)
@@ -97,23 +101,29 @@ def mlp(i, h, o):
 
 def bare_runner(o, method_name):
     online, target = encoders(o, method_name)
+    online.to(o.device), target.to(o.device)
     opt = (build_optimizer("sgd", online, 0.03, 0.9, 1e-4) if method_name == "moco"
            else build_optimizer("lars", online, 0.3, 0.9, 1e-6))
     v1, v2 = views(o)
 
     def run(steps):
         for _ in range(steps):
-            if method_name == "moco":
-                loss = online(v1).sum()
-                with torch.no_grad():
-                    target(v2)
-            else:
-                loss = online(v1).sum() + online(v2).sum()
-                with torch.no_grad():
-                    target(v1), target(v2)
+            with torch.autocast(torch.device(o.device).type, dtype=torch.bfloat16, enabled=o.amp):
+                loss = forward()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+    def forward():
+        if method_name == "moco":
+            loss = online(v1).sum()
+            with torch.no_grad():
+                target(v2)
+        else:
+            loss = online(v1).sum() + online(v2).sum()
+            with torch.no_grad():
+                target(v1), target(v2)
+        return loss.float()
     return run
 
 
@@ -135,6 +145,8 @@ def lightly_runner(o, method_name):
         deactivate_requires_grad(head_k)
         criterion = NTXentLoss(temperature=0.2, memory_bank_size=(o.queue_size, 128))
         params = nn.ModuleList([backbone, head])
+        for m in (params, backbone_k, head_k, criterion):
+            m.to(o.device)
         opt = build_optimizer("sgd", params, 0.03, 0.9, 1e-4)
 
         def step():
@@ -152,6 +164,8 @@ def lightly_runner(o, method_name):
         deactivate_requires_grad(proj_t)
         criterion = NegativeCosineSimilarity()
         params = nn.ModuleList([backbone, proj, pred])
+        for m in (params, backbone_t, proj_t):
+            m.to(o.device)
         opt = build_optimizer("lars", params, 0.3, 0.9, 1e-6)
 
         def step():
@@ -171,6 +185,11 @@ def lightly_runner(o, method_name):
     return run
 
 
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     o = options()
     torch.set_num_threads(o.threads)
@@ -181,7 +200,7 @@ def main() -> None:
     except ImportError:
         have_lightly = False
         print("lightly is not importable: comparing against the bare step only")
-    print(f"{o.arch} at {o.img_size} px, batch {o.batch_size}, {torch.get_num_threads()} thread(s), "
+    print(f"{o.arch} at {o.img_size} px, batch {o.batch_size}, {o.device}, {torch.get_num_threads()} thread(s), "
           f"queue {o.queue_size}, BN group size {o.bn_group_size or 'whole batch'}")
     for name in o.methods:
         runners = {"bare": bare_runner(o, name), "fdsl": fdsl_runner(o, name)}
@@ -192,8 +211,10 @@ def main() -> None:
         times = {k: [] for k in runners}
         for _ in range(o.rounds):
             for key, run in runners.items():
+                sync(o.device)
                 start = time.perf_counter()
                 run(o.steps)
+                sync(o.device)
                 times[key].append((time.perf_counter() - start) / o.steps)
         med = {k: statistics.median(v) for k, v in times.items()}
         line = "  ".join(f"{k} {o.batch_size / t:.1f} img/s ({t * 1000:.0f} ms/step)" for k, t in med.items())

@@ -7,6 +7,8 @@ pipeline (a folder of PNGs, the engine's training transform, N workers) in image
         --model-kwargs --batch-size 128 --amp
     PYTHONPATH=. python bench/train.py --device cuda --model deit_base_patch16_224 --img-size 224 \\
         --model-kwargs --batch-size 128 --amp --synthetic visualatom     # on-the-fly device batches
+    PYTHONPATH=. python bench/train.py --device cuda --model deit_tiny_patch16_224 --img-size 224 \\
+        --model-kwargs --batch-size 256 --amp --compile --channels-last --no-data   # as fdsl.gpucheck runs it
 
 With --synthetic DB the same step is also timed on batches rendered and augmented on --synthetic-device inside
 the step (fdsl.data.gpu_source), against the pre-made random tensors: the issue's target is >= 0.9x.
@@ -44,7 +46,11 @@ def options():
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3, help="alternating bare/engine repeats (median reported)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA in both loops")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA or CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile(model, fullgraph=True) in both loops")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: no codegen)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last model and images in both loops")
+    p.add_argument("--no-data", action="store_true", help="skip the PNG folder data benchmark")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data", default=None, help="PNG folder for the data benchmark (default: a temporary one)")
     p.add_argument("--data-images", type=int, default=1024)
@@ -52,7 +58,7 @@ def options():
     p.add_argument("--synthetic-device", default=None, help="where DB renders (default: --device)")
     p.add_argument("--synthetic-size", type=int, default=None, help="render size (default: --img-size)")
     p.add_argument("--synthetic-opt", nargs="*", default=[], metavar="KEY=VALUE", help="database options")
-    p.add_argument("--classes", type=int, default=100, help="classes of the --synthetic database")
+    p.add_argument("--classes", type=int, default=100, help="classes of the model (and of the --synthetic database)")
     return p.parse_args()
 
 
@@ -72,7 +78,9 @@ def engine_args(o):
 
 def batches(o, device, n):
     x = torch.randn(o.batch_size, 3, o.img_size, o.img_size, device=device)
-    y = torch.randint(0, 1000, (o.batch_size,), device=device)
+    if o.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, o.classes, (o.batch_size,), device=device)
     return [(x, y)] * n
 
 
@@ -104,12 +112,25 @@ def time_engine(model, opt, data, ctx, args):
     return time.perf_counter() - start
 
 
-def step_benchmark(o, args):
-    device = torch.device(o.device)
-    info = distributed.DistInfo(device=device)
-    model = factory.create(args, 1000).to(device)
+def prepared_model(o, args, num_classes, device):
+    """The model on the device, channels-last and compiled as asked, and its optimiser (of the raw weights)."""
+    model = factory.create(args, num_classes).to(device)
+    if o.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
-    ctx = LoopContext(info=info, amp_dtype=torch.bfloat16 if o.amp else None, log_interval=10**9, epochs=1)
+    if o.compile:
+        model = torch.compile(model, fullgraph=True, backend=o.compile_backend)
+    return model, opt
+
+
+def loop_context(o, info):
+    return LoopContext(info=info, amp_dtype=torch.bfloat16 if o.amp else None, log_interval=10**9, epochs=1,
+                       channels_last=o.channels_last)
+
+
+def step_benchmark(o, args, model, opt):
+    device = torch.device(o.device)
+    ctx = loop_context(o, distributed.DistInfo(device=device))
     warm = batches(o, device, 5)
     time_bare(model, opt, warm, device, o.amp)
     time_engine(model, opt, warm, ctx, args)
@@ -134,18 +155,16 @@ class FirstBatches:
         return itertools.islice(iter(self.source), self.count)
 
 
-def synthetic_benchmark(o, args):
+def synthetic_benchmark(o, args, model, opt):
     """(render + augmentation alone, the engine step fed by it) in images/s; one source, steps batches each."""
     from fdsl.data.gpu_source import build_device_source
 
     device = torch.device(o.device)
     info = distributed.DistInfo(device=device)
-    model = factory.create(args, o.classes).to(device)
     source = build_device_source(args, info)
-    source.configure(args, data_config(args, model))
+    source.configure(args, data_config(args, getattr(model, "_orig_mod", model)))
     source.check_memory()
-    opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
-    ctx = LoopContext(info=info, amp_dtype=torch.bfloat16 if o.amp else None, log_interval=10**9, epochs=1)
+    ctx = loop_context(o, info)
     time_engine(model, opt, FirstBatches(source, 3), ctx, args)  # warm-up
     data, eng = [], []
     for repeat in range(o.repeats):
@@ -185,19 +204,22 @@ def main():
     o = options()
     args = engine_args(o)
     torch.manual_seed(0)
-    bare, eng = step_benchmark(o, args)
+    model, opt = prepared_model(o, args, o.classes, torch.device(o.device))  # one model: compiled once
+    bare, eng = step_benchmark(o, args, model, opt)
     print(f"device {o.device}, threads {torch.get_num_threads()}, model {o.model} {' '.join(o.model_kwargs)} "
-          f"@ {o.img_size}px, batch {o.batch_size}, amp {o.amp}")
+          f"@ {o.img_size}px, batch {o.batch_size}, amp {o.amp}, compile {o.compile and o.compile_backend}, "
+          f"channels-last {o.channels_last}")
     print(f"train step: bare timm loop {bare:9.1f} img/s | fdsl engine {eng:9.1f} img/s | ratio {eng / bare:.3f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = o.data or tmp
-        if not o.data:
-            make_pngs(tmp, o.data_images, o.img_size)
-        rate, n = data_benchmark(o, args, root)
-    print(f"data: {n} PNGs, {o.workers} workers, RandAugment+RandomErasing: {rate:9.1f} img/s "
-          f"= {rate / eng:.2f}x the engine step")
+    if not o.no_data:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = o.data or tmp
+            if not o.data:
+                make_pngs(tmp, o.data_images, o.img_size)
+            rate, n = data_benchmark(o, args, root)
+        print(f"data: {n} PNGs, {o.workers} workers, RandAugment+RandomErasing: {rate:9.1f} img/s "
+              f"= {rate / eng:.2f}x the engine step")
     if o.synthetic:
-        alone, fed = synthetic_benchmark(o, args)
+        alone, fed = synthetic_benchmark(o, args, model, opt)
         where = args.synthetic_device
         print(f"on-the-fly {o.synthetic} on {where} (render {args.synthetic_size or o.img_size}px + RandAugment + "
               f"RandomErasing, per sample): {alone:9.1f} img/s alone = {alone / eng:.2f}x the engine step")

@@ -43,3 +43,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skips without one); `pytest -m cuda` runs them all")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that skips without CUDA is a `cuda` test, however its skipif is spelled."""
+    for item in items:
+        if any("cuda" in str(mark.kwargs.get("reason", "")).lower() for mark in item.iter_markers("skipif")):
+            item.add_marker("cuda")

@@ -121,7 +121,8 @@ def _add_misc(p: argparse.ArgumentParser, finetune: bool) -> None:
                    help="keep held-checkpoint-<epoch>.pth.tar every K epochs (also --interval_saved_epochs)")
     g.add_argument("-j", "--workers", type=int, default=4, help="DataLoader worker processes per rank")
     g.add_argument("--save-images", action="store_true")
-    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
+    g.add_argument("--amp", action="store_true", help="mixed precision: float16 with a GradScaler on CUDA "
+                   "(float32 on CPU), or bfloat16 (--amp-dtype bfloat16) on CUDA and CPU")
     g.add_argument("--apex-amp", action="store_true", help="accepted; native AMP is used")
     g.add_argument("--native-amp", action="store_true")
     g.add_argument("--pin-mem", action="store_true")

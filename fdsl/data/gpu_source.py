@@ -30,17 +30,28 @@ from fdsl.render import gpu_contour, gpu_ifs, ifs3d
 from fdsl.render.gpu import to_device
 
 # -- class parameters, computed once -----------------------------------------------------------------------
-_POOL_DB = None  # the database a forked worker computes class parameters of
+_POOL_DB = None  # the database a pool worker computes class parameters of
+
+
+def _set_pool_db(db) -> None:
+    global _POOL_DB
+    _POOL_DB = db
 
 
 def _class_params(cls: int):
     return cls, _POOL_DB.class_params(cls)
 
 
+def pool_context():
+    """fork while CUDA is untouched (fast start); spawn once it is initialised: a forked child of a process
+    with a CUDA context inherits a broken one (and NCCL's threads), so the trainer, which has picked its GPU
+    by now, starts fresh interpreters."""
+    return multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "fork")
+
+
 def all_class_params(db, workers: int = 1, progress: bool = True) -> list:
     """``db.class_params(c)`` for every class: split over the ranks when torch.distributed is running, and
-    over ``workers`` forked processes per rank (the FractalDB and 3D searches take ~0.1 s a class)."""
-    global _POOL_DB
+    over ``workers`` processes per rank (the FractalDB and 3D searches take ~0.1 s a class)."""
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -49,12 +60,10 @@ def all_class_params(db, workers: int = 1, progress: bool = True) -> list:
                leave=False, delay=2.0)  # shown only when it takes a while (FractalDB and 3D searches)
     found = {}
     if workers > 1 and len(mine) > 1:
-        _POOL_DB = db
-        with multiprocessing.get_context("fork").Pool(min(workers, len(mine))) as pool:
+        with pool_context().Pool(min(workers, len(mine)), initializer=_set_pool_db, initargs=(db,)) as pool:
             for cls, params in pool.imap_unordered(_class_params, mine, chunksize=max(1, len(mine) // (8 * workers))):
                 found[cls] = params
                 bar.update()
-        _POOL_DB = None
     else:
         for cls in mine:
             found[cls] = db.class_params(cls)

@@ -6,6 +6,7 @@ whose variables are set wins), and under mpirun without MASTER_ADDR rank 0's add
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -72,12 +73,19 @@ def init(requested_device: str | None = None, backend: str = "nccl", timeout_s: 
 
 
 def _init_group(backend: str, info: DistInfo, addr: str, port: str, timeout_s: float) -> None:
+    backend = backend if info.device.type == "cuda" else "gloo"
+    bound = {}
+    if backend == "nccl" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        # NCCL bound to this rank's GPU from the start: no guess of the device at the first collective
+        # (torch warns and may hang when two ranks guess the same GPU), and eager communicator creation.
+        bound["device_id"] = info.device  # cuda:<local rank modulo the GPUs>, set by select_device
     dist.init_process_group(
-        backend=backend if info.device.type == "cuda" else "gloo",
+        backend=backend,
         init_method=f"tcp://{addr}:{port}",
         world_size=info.world_size,
         rank=info.rank,
         timeout=datetime.timedelta(seconds=timeout_s),
+        **bound,
     )
 
 

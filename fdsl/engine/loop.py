@@ -27,14 +27,18 @@ class NonFiniteLoss(Exception):
 
 
 def amp_setup(enabled: bool, dtype_name: str, info) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """(autocast dtype, grad scaler) of --amp: bfloat16 needs no scaler; off, or on a CPU, (None, None)."""
+    """(autocast dtype, grad scaler) of --amp on info.device; LoopContext.autocast autocasts on that device.
+    bfloat16 needs no scaler and runs on CUDA and CPU alike (the weights stay float32); float16 needs a
+    GradScaler, CUDA only: on a CPU it falls back to float32 with a note. Off: (None, None)."""
     if not enabled:
         return None, None
+    if dtype_name == "bfloat16":
+        return torch.bfloat16, None
     if info.device.type != "cuda":
-        print0(info, "note: --amp ignored on CPU (float32)")
+        print0(info, f"note: --amp with float16 needs CUDA; float32 on {info.device.type} "
+                     "(--amp-dtype bfloat16 autocasts there too)")
         return None, None
-    dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float16
-    return dtype, (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+    return torch.float16, torch.amp.GradScaler("cuda")
 
 @dataclass
 class LoopContext:

@@ -101,10 +101,25 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def permutation(n: int, seed: int, step: int) -> torch.Tensor:
-    """The same random permutation of range(n) on every rank, a pure function of (seed, step)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
-    return torch.randperm(n, generator=g)
+_WORD = 0xFFFFFFFF
+
+
+def _hash32(x):
+    """A bijection of 32-bit values (xor-shift and odd multiplier rounds) of a Python int or an int64 tensor,
+    exact on any device: every product stays below 2**63."""
+    for multiplier in (0x7FEB352D, 0x5BD1E995):
+        x = x ^ (x >> 16)
+        x = (x * multiplier) & _WORD
+    return x ^ (x >> 15)
+
+
+def permutation(n: int, seed: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The same random permutation of range(n) on every rank and every device, a pure function of (seed, step):
+    the order of hashed indices. Computed where the images are, so a step copies nothing from the host (a
+    host-drawn randperm would be one blocking host-to-GPU copy per MoCo step)."""
+    offset = _hash32(((seed * 1_000_003 + step) & _WORD) ^ 0x9E3779B9)  # the constant: no fixed point at 0
+    keys = _hash32((torch.arange(n, device=device, dtype=torch.int64) + offset) & _WORD)
+    return torch.argsort(keys)  # distinct keys: a bijection of distinct inputs
 
 
 @torch.no_grad()
@@ -120,7 +135,7 @@ def encode_shuffled(encoder: nn.Module, images: torch.Tensor, seed: int, step: i
         keys = encoder(images)
         return keys, keys
     everything = all_gather_cat(images)
-    perm = permutation(n * size, seed, step).to(images.device)
+    perm = permutation(n * size, seed, step, images.device)
     mine = perm[rank * n:(rank + 1) * n]
     keys = encoder(everything[mine])
     shuffled = all_gather_cat(keys)
