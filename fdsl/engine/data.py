@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fdsl.data import builder, cache, folder, gpu_augment, samplers, shards, transforms
 from fdsl.data.images import image_shape
+from fdsl.engine.logging import print0
 from fdsl.errors import UserError
 
 
@@ -177,9 +178,8 @@ def build_train_data(args, info) -> TrainData:
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
     ds = folder.ImageFolder(root, strict=getattr(args, "strict_data", False))
-    log = print if info.is_main else (lambda *_: None)
     ds.cache = cache.for_folder([path for path, _ in ds.samples], getattr(args, "cache_images", "off"),
-                                max(1, args.workers), lambda line: log(line, flush=True))
+                                max(1, args.workers), lambda line: print0(info, line))
     return TrainData("folder", ds, _check_num_classes(args, ds.classes, root), info=info)
 
 
