@@ -133,7 +133,9 @@ def assert_like_cpu_ifs2d(monkeypatch, name, classes, instances, tolerance, **op
     be as close to those as they are to each other."""
     db = registry.create(name, classes=int(classes.max()) + 1, size=64, **options)
     batches = create_batches(db, "cpu", progress=False)
-    gpu = batches.render(classes, instances, gen(1), gen(2))[:, 0].numpy()
+    # three device streams: one stream's luck alone moves the per-image measure by ~15% of the yardstick
+    devices = [batches.render(classes, instances, gen(1), gen(seed))[:, 0].numpy() for seed in (2, 3, 4)]
+    gpu = devices[0]
     references = []
     for stream in (1, 2, 3):
         monkeypatch.setattr(ifs2d, "selection_stream", lambda n, s=stream: np.random.RandomState(s).random_sample(n))
@@ -143,7 +145,7 @@ def assert_like_cpu_ifs2d(monkeypatch, name, classes, instances, tolerance, **op
     assert abs(fill(gpu).mean() / mean_fill - 1) < tolerance
     assert set(np.unique(gpu)) == set(np.unique(first)) == {0, ifs2d.GRAY}  # gray levels
     spread = np.mean([np.abs(fill(first) - fill(r)).mean() for r in others])
-    assert np.abs(fill(first) - fill(gpu)).mean() < 1.5 * spread
+    assert np.mean([np.abs(fill(first) - fill(d)).mean() for d in devices]) < 1.5 * spread
     same = iou(occupancy(first > 0), occupancy(gpu > 0)).mean()  # same class, weight row and flip
     baseline = np.mean([iou(occupancy(first > 0), occupancy(r > 0)).mean() for r in others])
     other_class = iou(occupancy(first > 0), occupancy(np.roll(gpu, 1, axis=0) > 0)).mean()
