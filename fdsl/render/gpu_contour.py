@@ -32,8 +32,8 @@ from fdsl.render.gpu import canvas_index, constant, to_device
 
 FIELDS = ("vertices", "lines", "perlin", "line_width", "radius", "oval_x", "oval_y", "center_x", "center_y",
           "wave_1", "wave_2")
-VERTEX_BUDGET = 1 << 22  # vertices of one chunk (about 1 GB of temporaries)
-PIXEL_BUDGET = 1 << 24  # pixel slots of one chunk (about 2 GB of temporaries)
+VERTEX_BUDGET = 1 << 23  # vertices of one chunk (about 2 GB of temporaries)
+PIXEL_BUDGET = 1 << 25  # pixel slots of one chunk (about 2 GB of temporaries)
 PIXELS_PER_VERTEX = {True: 32.0, False: 12.0}  # at 512 px; measured means 23 (RCDB), 3.2 (VisualAtom)
 def perlin1d(x: torch.Tensor, gradients: torch.Tensor | None = None) -> torch.Tensor:
     """The CPU renderers' one-octave gradient noise (``contour.perlin1d``), on tensors."""
@@ -92,15 +92,14 @@ class ContourRenderer:
 
     # -- a batch ------------------------------------------------------------------------------------------------
     def __call__(self, shapes: dict, generator: torch.Generator) -> torch.Tensor:
-        vertices = shapes["vertices"].to("cpu", torch.long)
-        lines = shapes["lines"].to("cpu", torch.long)
-        batch = len(vertices)
-        table = self.image_table(shapes, vertices, lines)
+        v = np.asarray(shapes["vertices"].cpu(), dtype=np.int64)  # host numbers: no tensor op reads them
+        l = np.asarray(shapes["lines"].cpu(), dtype=np.int64)
+        batch = len(v)
+        table = self.image_table(shapes, v, l)
         high = 257 if self.rcdb_noise else 256  # RCDB U{0..256} clipped to 255, VisualAtom U{0..255}
-        grays = torch.randint(0, high, (int(lines.sum()),), generator=generator, device=generator.device,
+        grays = torch.randint(0, high, (int(l.sum()),), generator=generator, device=generator.device,
                               dtype=torch.int32).clamp(max=255)
         canvas = torch.full((batch * self.size * self.size + 1,), -1, dtype=torch.int32, device=self.device)
-        v, l = vertices.numpy(), lines.numpy()
         passes = max(1, math.ceil(math.log2(max(int(l.max()), 1)))) if batch else 1
         for start, end in self.chunks(v, l):
             counts = v[start:end] * l[start:end]
@@ -116,18 +115,14 @@ class ContourRenderer:
         image = canvas[:-1].view(batch, 1, self.size, self.size)
         return torch.where(image >= 0, image & 255, self.background).to(torch.uint8)
 
-    def image_table(self, shapes: dict, vertices: torch.Tensor, lines: torch.Tensor) -> dict:
+    def image_table(self, shapes: dict, vertices: np.ndarray, lines: np.ndarray) -> dict:
         """Per-image float32 fields on the device, plus a last dummy image (1 vertex, 1 line) for padding."""
-        table = {}
-        for name in FIELDS:
-            column = torch.as_tensor(shapes[name]).to(torch.float32)
-            if name in ("vertices", "lines"):
-                column = torch.cat([column.cpu(), torch.ones(1)])
-            else:
-                column = torch.cat([to_device(column, self.device), torch.zeros(1, device=self.device)])
-            table[name] = to_device(column, self.device)
-        line_starts = torch.cumsum(lines, 0) - lines
-        table["line_start"] = to_device(torch.cat([line_starts, torch.zeros(1, dtype=torch.long)]), self.device)
+        host = {"vertices": np.append(vertices, 1).astype(np.float32), "lines": np.append(lines, 1).astype(np.float32),
+                "line_start": np.append(np.cumsum(lines) - lines, 0)}
+        table = {name: to_device(torch.from_numpy(values), self.device) for name, values in host.items()}
+        for name in FIELDS[2:]:
+            column = to_device(torch.as_tensor(shapes[name]), self.device, torch.float32)
+            table[name] = torch.cat([column, column.new_zeros(1)])
         return table
 
     def draw_chunk(self, canvas: torch.Tensor, table: dict, grays: torch.Tensor, images: torch.Tensor,
