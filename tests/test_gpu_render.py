@@ -248,10 +248,9 @@ def test_cuda_batches_are_deterministic_and_match_cpu_statistics(name):
 
 
 @cuda
-@pytest.mark.parametrize("name", ["fractaldb", "onepfrac", "exfractaldb", "mvfractaldb"])
-def test_cuda_ifs_batches_and_their_augmentation_never_wait_for_the_device(name):
-    """No host synchronisation while a batch is prepared, so the GPU never idles behind the CPU (contour batches
-    have exactly one, their pixel count, so they are left out here)."""
+@pytest.mark.parametrize("name", ["fractaldb", "onepfrac", "exfractaldb", "mvfractaldb", "rcdb", "visualatom"])
+def test_cuda_batches_and_their_augmentation_never_wait_for_the_device(name):
+    """No host synchronisation while a batch is prepared, so the GPU never idles behind the CPU."""
     from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 
     db = registry.create(name, classes=4, size=64, **FAST[name])
