@@ -179,6 +179,12 @@ def main() -> None:
         print(f"{name:<12} {size:>5} {rate:>14,.1f} {(f'{base:,.1f}' if base else '-'):>21} "
               f"{(f'{rate / base:.2f}x' if base else '-'):>7} {(f'{target:,}' if target else '-'):>8} "
               f"{ops16:>7} {ops:>8} {breaks:>6} {(f'{peak:.2f}' if peak else '-'):>9}", flush=True)
+        if name in ("rcdb", "visualatom"):
+            rcdb = name == "rcdb"
+            key = torch.Generator(device).device  # the device render_contours keys its renderer by
+            thinned = int(gpu_contour.renderer(key, size, rcdb, 255 if rcdb else 0).thinned)
+            if thinned:
+                print(f"  {name}: {thinned} chunk(s) had more pixels than slots and were drawn thinned", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -385,3 +385,14 @@ def test_renderers_compile_whole_and_draw_the_eager_images(kind, backend):
         make.draw_chunk = torch.compile(make.draw_chunk, fullgraph=True, backend=backend)
         compiled = make(*inputs, gen(4))
     assert eager.any() and torch.equal(eager, compiled)
+
+
+def test_a_contour_chunk_with_too_few_pixel_slots_is_thinned_not_cut():
+    _, make, (shapes,) = next(r for r in tiny_renderers() if r[0] == "rcdb")
+    full = make(shapes, gen(5)) < 255
+    assert int(make.thinned) == 0
+    make.slots = lambda vertices, lines: np.full(len(vertices), 16)  # 32 slots for the whole batch
+    thinned = make(shapes, gen(5)) < 255
+    assert int(make.thinned) == 1
+    assert 16 < int(thinned.sum()) <= 32 and not (thinned & ~full).any()
+    assert thinned[0].any() and thinned[1].any()  # spread over the chunk, not its first segments only
