@@ -5,10 +5,10 @@ The CPU renderers run ONE chain of 100,000+ points. Many short chains are no sub
 near-isometric map (1p-frac's sigma-factor systems, many FractalDB categories) mix slowly, and short chains
 from the origin never reach the stationary distribution. So every image runs a few LONG chains, one per
 ``chain_length`` points (a smaller image runs one chain, as on the CPU), each after a ``burn_in`` that is not
-drawn. A chain is computed as a parallel prefix (scan) of its affine maps, with a fixed number of tensor ops
-whatever its length: cut into chunks of ``CHUNK`` maps, each chunk's running composites come from a doubling
-scan inside the chunk, the chunks' composites are joined by a doubling scan along the chain, and every state
-is its chunk's start state moved by its running composite. Chain 0 has no burn-in and starts at the origin
+drawn. A chain is computed as a parallel prefix (scan) of its affine maps, with a number of tensor ops that
+does not grow with its length (only with its log): cut into chunks of ``CHUNK`` maps, each chunk's composite
+comes from pairwise halving, the chunks' composites are joined by a doubling scan along the chain (each chunk's
+start state), and then all chunks step from their start states at once, ``CHUNK`` steps. Chain 0 has no burn-in and starts at the origin
 like the CPU chain, so the transient points the CPU image shows (which widen its min-max box) are there too.
 
 A system is a padded tensor ``(B, N, P + 1)``: per map the row-major linear part and the shift
@@ -34,7 +34,7 @@ from fdsl.render.gpu import canvas_index, constant, latest_keys, to_device
 
 CHAIN_LENGTH = 10_000
 BURN_IN = 256
-CHUNK = 16  # maps per chunk of a chain: the scan inside a chunk takes log2(CHUNK) passes
+CHUNK = 16  # maps per chunk of a chain (a power of two): CHUNK steps of 1/CHUNK of the states each
 TRAIL_DROP = 100  # a chain that leaves the finite floats loses this many points before it (ifs2d.to_pixels)
 
 
@@ -79,12 +79,20 @@ def chaos_game(systems: torch.Tensor, num_maps: torch.Tensor, uniforms: torch.Te
     picked = torch.gather(systems[..., :-1], 1, choice[..., None].expand(-1, -1, systems.shape[-1] - 1))
     linear = picked[..., : dims * dims].reshape(*lanes, dims, dims)
     shift = picked[..., dims * dims:].reshape(*lanes, dims)
+    del choice, picked
 
-    linear, shift = _inclusive_scan(linear, shift, dim=3)  # running composite inside each chunk
-    chunk_linear, chunk_shift = _inclusive_scan(linear[:, :, :, -1], shift[:, :, :, -1], dim=2)
-    del chunk_linear  # chains start at the origin: a chunk starts where the composite of the chunks before it
-    start = torch.cat([torch.zeros_like(chunk_shift[:, :, :1]), chunk_shift[:, :, :-1]], 2)  # sends the origin
-    states = (_matvec(linear, start[:, :, :, None]) + shift).reshape(batch, layout.chains, -1, dims)
+    # the composite of every chunk, then of the chunks before each chunk: chains start at the origin, so a
+    # chunk starts where the composite of the chunks before it sends the origin: its shift
+    chunk_linear, chunk_shift = _composites(linear, shift)
+    chunk_linear, chunk_shift = _inclusive_scan(chunk_linear, chunk_shift, dim=2)
+    state = torch.cat([torch.zeros_like(chunk_shift[:, :, :1]), chunk_shift[:, :, :-1]], 2)
+    del chunk_linear, chunk_shift
+    states = []
+    for k in range(CHUNK):  # every chunk at once, step by step (small temporaries: 1/CHUNK of the states)
+        state = _matvec(linear[:, :, :, k], state) + shift[:, :, :, k]
+        states.append(state)
+    del linear, shift
+    states = torch.stack(states, 3).reshape(batch, layout.chains, -1, dims)
 
     step = torch.arange(layout.chunks * CHUNK, device=systems.device)
     recorded = (step[None] >= layout.burn_in) | (torch.arange(layout.chains, device=systems.device) == 0)[:, None]
@@ -108,16 +116,25 @@ def _choose_maps(systems, num_maps, uniforms, normalise):
     return torch.minimum(choice, (num_maps - 1).clamp(min=0)[:, None])
 
 
+def _composites(linear: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The composite of the CHUNK maps along dim -3 of ``linear`` (dim -2 of ``shift``), by pairwise halving."""
+    while linear.shape[-3] > 1:
+        pairs_linear = linear.unflatten(-3, (linear.shape[-3] // 2, 2))
+        pairs_shift = shift.unflatten(-2, (shift.shape[-2] // 2, 2))
+        later = pairs_linear[..., 1, :, :]
+        shift = _matvec(later, pairs_shift[..., 0, :]) + pairs_shift[..., 1, :]
+        linear = _matmul(later, pairs_linear[..., 0, :, :])
+    return linear[..., 0, :, :], shift[..., 0, :]
+
+
 def _inclusive_scan(linear: torch.Tensor, shift: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Running composites along ``dim`` (map k applied after maps 0..k-1) by doubling: after the pass with
     offset d every entry holds the composite of the up to 2d maps ending at it (Hillis-Steele)."""
     length = linear.shape[dim]
     offset = 1
     while offset < length:
-        earlier_linear = _shifted(linear, offset, dim, identity=True)
-        earlier_shift = _shifted(shift, offset, dim, identity=False)
-        shift = _matvec(linear, earlier_shift) + shift
-        linear = _matmul(linear, earlier_linear)
+        shift = _matvec(linear, _shifted(shift, offset, dim, identity=False)) + shift
+        linear = _matmul(linear, _shifted(linear, offset, dim, identity=True))
         offset *= 2
     return linear, shift
 
