@@ -10,8 +10,8 @@ The host never waits for the device. The vertex and line counts are host numbers
 into chunks of at most ``vertex_budget`` vertices and ``pixel_budget`` pixel slots (this bounds the memory
 of a batch), every chunk padded to a size of a few fixed steps (so that a compiled ``draw_chunk`` is reused).
 A chunk's pixel slots are sized from the host numbers too: per contour line of V vertices,
-min(V (size + 1), max(V R, 4 size)) with R pixels per vertex (``PIXELS_PER_VERTEX`` at 512 px, about twice
-the measured mean of the heaviest classes); when a chunk's pixels outnumber its slots (not met in the
+min(V (size + 1), max(V R, 4 size)) with R pixels per vertex (``PIXELS_PER_VERTEX`` at 512 px: 1.4 (RCDB)
+and 1.9 (VisualAtom) times the measured mean); when a chunk's pixels outnumber its slots (not met in the
 measured batches) its lines are thinned evenly rather than cut, and ``ContourRenderer.thinned`` counts it.
 
 A batch of shapes is a dict of (B,) tensors with the fields of ``contour.ContourShape`` (``vertices``,
@@ -34,7 +34,7 @@ FIELDS = ("vertices", "lines", "perlin", "line_width", "radius", "oval_x", "oval
           "wave_1", "wave_2")
 VERTEX_BUDGET = 1 << 23  # vertices of one chunk (about 2 GB of temporaries)
 PIXEL_BUDGET = 1 << 25  # pixel slots of one chunk (about 2 GB of temporaries)
-PIXELS_PER_VERTEX = {True: 32.0, False: 12.0}  # at 512 px; measured means 23 (RCDB), 3.2 (VisualAtom)
+PIXELS_PER_VERTEX = {True: 32.0, False: 6.0}  # at 512 px; measured means 23 (RCDB), 3.2 (VisualAtom)
 def perlin1d(x: torch.Tensor, gradients: torch.Tensor | None = None) -> torch.Tensor:
     """The CPU renderers' one-octave gradient noise (``contour.perlin1d``), on tensors."""
     if gradients is None:
