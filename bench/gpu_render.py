@@ -1,12 +1,16 @@
 """Batched torch renderers (fdsl.render.gpu_*) against the numba/OpenCV renderers, images/s per database.
 
-    python bench/gpu_render.py --device cuda --batch 256 --size 512 256     # one GPU: the issue's targets
+    python bench/gpu_render.py --device cuda --size 256 512                    # one GPU: the issue's targets
     taskset -c 0 python bench/gpu_render.py --device cpu --batch 16 --size 256   # one core, beside numba
+    python bench/gpu_render.py --device cpu --quick                              # dry run: seconds a database
 
 Each row: the batched renderer's images/s on --device (render only; --augment adds the recipe's per-sample
 augmentation to 224 px), the numba/OpenCV renderer's images/s on ONE core of this machine (in memory, no PNG
-encoding: the same work), their ratio, and on CUDA the issue's target for the 2D databases (60,000 images/s at
-512 px, 100,000 at 256 px, one H100) and the peak device memory of a batch.
+encoding: the same work), their ratio, on CUDA the issue's target for the 2D databases (60,000 images/s at
+512 px, 100,000 at 256 px, one H100); then the aten ops of one render at batch 16 and at --batch (about one
+kernel launch each on CUDA), the graph breaks torch.compile meets in the renderer's device function (0: it
+compiles with fullgraph=True), and the peak memory of one batch (CUDA: the allocator's peak; CPU: the peak bytes
+of live tensors).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import torch
 from fdsl.data import registry
 from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 from fdsl.data.gpu_source import create_batches
+from fdsl.render import gpu_contour, gpu_ifs, gpu_probe
 
 DATABASES = ("fractaldb", "onepfrac", "ofdb2d", "rcdb", "visualatom", "exfractaldb")
 TARGETS = {512: 60_000, 256: 100_000}  # images/s on one H100, 2D databases (the issue)
@@ -40,7 +45,22 @@ def options():
     p.add_argument("--seconds", type=float, default=3.0, help="timing per row and renderer")
     p.add_argument("--augment", action="store_true", help="include RandAugment + random erasing to 224 px")
     p.add_argument("--no-numba", action="store_true", help="skip the numba/OpenCV baseline")
-    return p.parse_args()
+    p.add_argument("--no-probe", action="store_true", help="skip op counts, graph breaks and peak memory")
+    p.add_argument("--quick", action="store_true",
+                   help="dry run: 4 classes, batch 4, 0.2 s timings, 64 px unless --size, small databases, no numba")
+    o = p.parse_args()
+    if o.quick:
+        o.classes, o.seconds, o.no_numba = 4, 0.2, True
+        o.batch = o.batch or 4
+        if o.size == [512]:
+            o.size = [64]
+    return o
+
+
+QUICK = {"fractaldb": {"iterations": 20_000, "search_points": 8000, "search_size": 96},
+         "onepfrac": {"iterations": 20_000}, "ofdb2d": {"iterations": 20_000, "search_points": 8000, "search_size": 96},
+         "visualatom": {"vertex_num": 300}, "exfractaldb": {"points": 3000}, "mvfractaldb": {"points": 3000},
+         "ofdb3d": {"points": 3000}}
 
 
 def sync(device: torch.device) -> None:
@@ -77,6 +97,47 @@ def batched_rate(batches, device: torch.device, batch: int, seconds: float, augm
     return rate, peak
 
 
+def render_once(batches, device: torch.device, batch: int):
+    classes = torch.arange(batch) % batches.db.num_classes
+    host, gen = torch.Generator().manual_seed(7), torch.Generator(device).manual_seed(7)
+
+    def render():
+        with torch.no_grad():
+            return batches.render(classes, classes, host, gen)
+    return render
+
+
+DEVICE_FUNCTIONS = ((gpu_ifs.IFS2DRenderer, "draw"), (gpu_ifs.IFS3DRenderer, "draw"),
+                    (gpu_contour.ContourRenderer, "draw_chunk"))
+
+
+def graph_breaks(batches, device: torch.device) -> int:
+    """Graph breaks of the renderer's device function (what is compiled), on the arguments of a small render."""
+    seen = []
+    originals = {kind: getattr(kind, name) for kind, name in DEVICE_FUNCTIONS}
+    for kind, name in DEVICE_FUNCTIONS:
+        def spy(self, *args, _original=originals[kind]):
+            seen.append((_original.__get__(self), args))
+            return _original(self, *args)
+        setattr(kind, name, spy)
+    try:
+        render_once(batches, device, 2)()
+    finally:
+        for kind, name in DEVICE_FUNCTIONS:
+            setattr(kind, name, originals[kind])
+    function, args = seen[0]
+    with torch.no_grad():
+        return gpu_probe.graph_breaks(function, *args)
+
+
+def probe(batches, device: torch.device, batch: int) -> tuple[int, int, int, float]:
+    """(ops at batch 16, ops at ``batch``, graph breaks, peak GiB of one batch on CPU; 0 on CUDA)."""
+    render_once(batches, device, 16)()  # renderers made, constants on the device
+    ops = [gpu_probe.count_ops(render_once(batches, device, b)).total for b in (16, batch)]
+    peak = gpu_probe.peak_bytes(render_once(batches, device, batch)) / 2**30 if device.type == "cpu" else 0.0
+    return ops[0], ops[1], graph_breaks(batches, device), peak
+
+
 def numba_rate(db, params: list, seconds: float) -> float:
     """The CPU renderer on one core, image by image (instances advance, so FractalDB redraws its points)."""
     pairs = ((c, i) for i in itertools.count() for c in range(len(params)))
@@ -100,21 +161,30 @@ def main() -> None:
     print(f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"batch {batch}, torch threads {torch.get_num_threads()}, augment {o.augment}")
     print(f"{'database':<12} {'size':>5} {'batched img/s':>14} {'numba img/s (1 core)':>21} {'ratio':>7} "
-          f"{'target':>8} {'peak GiB':>9}")
+          f"{'target':>8} {'ops@16':>7} {f'ops@{batch}':>8} {'breaks':>6} {'peak GiB':>9}")
     for size, name in itertools.product(o.size, o.databases):
-        db = registry.create(name, classes=o.classes, size=size)
+        db = registry.create(name, classes=o.classes, size=size, **(QUICK.get(name, {}) if o.quick else {}))
         batches = create_batches(db, device, progress=False)
         if o.augment:
             augment = BatchAugment(AugmentSpec(size=(224, 224), re_prob=0.25, re_mode="pixel",
                                                randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 224)))
         rate, peak = batched_rate(batches, device, batch, o.seconds, augment)
+        ops16 = ops = breaks = "-"
+        if not o.no_probe:
+            ops16, ops, breaks, cpu_peak = probe(batches, device, batch)
+            peak = peak or cpu_peak
         base = None if o.no_numba else numba_rate(db, batches.params, o.seconds)
         target = TARGETS.get(size) if device.type == "cuda" and name in ("fractaldb", "onepfrac", "ofdb2d", "rcdb",
                                                                            "visualatom") else None
         print(f"{name:<12} {size:>5} {rate:>14,.1f} {(f'{base:,.1f}' if base else '-'):>21} "
               f"{(f'{rate / base:.2f}x' if base else '-'):>7} {(f'{target:,}' if target else '-'):>8} "
-              f"{(f'{peak:.2f}' if peak else '-'):>9}", flush=True)
-
+              f"{ops16:>7} {ops:>8} {breaks:>6} {(f'{peak:.2f}' if peak else '-'):>9}", flush=True)
+        if name in ("rcdb", "visualatom"):
+            rcdb = name == "rcdb"
+            key = torch.Generator(device).device  # the device render_contours keys its renderer by
+            thinned = int(gpu_contour.renderer(key, size, rcdb, 255 if rcdb else 0).thinned)
+            if thinned:
+                print(f"  {name}: {thinned} chunk(s) had more pixels than slots and were drawn thinned", flush=True)
 
 if __name__ == "__main__":
     main()
