@@ -307,6 +307,23 @@ def test_renderers_make_every_constant_in_their_constructor(monkeypatch):
         assert images.dtype == torch.uint8 and images.any(), name
 
 
+@pytest.mark.parametrize("name", ["fractaldb", "rcdb", "visualatom", "exfractaldb"])
+def test_device_sources_make_their_renderers_and_constants_when_built(name, monkeypatch):
+    """The training source's first step renders with what its constructor made: no renderer (and so no
+    constant table) is created inside a step."""
+    batches = create_batches(registry.create(name, classes=2, size=32, **FAST[name]), "cpu", progress=False)
+
+    def late(*args, **kwargs):
+        raise AssertionError("a renderer or constant made inside a training step")
+
+    for module in (gpu, gpu_ifs, gpu_contour):
+        monkeypatch.setattr(module, "constant", late)
+    monkeypatch.setattr(gpu_ifs, "renderer", late)
+    monkeypatch.setattr(gpu_contour, "renderer", late)
+    classes = torch.tensor([0, 1])
+    assert batches.render(classes, classes, gen(1), gen(2)).any()
+
+
 @pytest.mark.parametrize("name", ["fractaldb", "rcdb", "visualatom", "exfractaldb", "mvfractaldb"])
 def test_a_render_never_reads_the_device(name):
     """No op whose result size or value the host must wait for (nonzero, .item(), masked_select, unique, ...):

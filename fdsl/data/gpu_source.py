@@ -99,6 +99,8 @@ class DeviceBatches:
 
     def render(self, classes: torch.Tensor, instances: torch.Tensor, host: torch.Generator,
                device: torch.Generator) -> torch.Tensor:
+        """``host`` draws the per-image shape parameters, ``device`` the renderer's random numbers; the
+        renderer (``self.renderer``, made in the constructor with all its constants) draws the images."""
         raise NotImplementedError
 
     def heaviest(self, count: int) -> torch.Tensor:
@@ -117,15 +119,16 @@ class IFS2DBatches(DeviceBatches):
         self.weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         self.rows = torch.tensor([row % len(weights) for row, _, _ in plans])
         self.flips = torch.tensor([flip for _, _, flip in plans])
+        o = db.options
+        self.renderer = gpu_ifs.IFS2DRenderer(self.device, self.size, int(o["iterations"]), o["draw_type"],
+                                              int(o["pad"]))
 
     def render(self, classes, instances, host, device):
-        o = self.db.options
         plan = instances % len(self.rows)
         classes = to_device(classes, self.device)
         systems = self.systems[classes].clone()
         systems[..., :6] *= self.weights[to_device(self.rows[plan], self.device)][:, None, :]  # p stays the class's
-        return gpu_ifs.render_ifs2d(systems, self.num_maps[classes], self.flips[plan], self.size,
-                                    int(o["iterations"]), device, o["draw_type"], int(o["pad"]))
+        return self.renderer(systems, self.num_maps[classes], self.flips[plan], device)
 
 
 class ContourBatches(DeviceBatches):
@@ -138,6 +141,7 @@ class ContourBatches(DeviceBatches):
         columns["wave_1"] = [p.get("nami1", 0) for p in self.params]
         columns["wave_2"] = [p.get("nami2", 0) for p in self.params]
         self.table = {name: torch.tensor(values) for name, values in columns.items()}
+        self.renderer = gpu_contour.ContourRenderer(self.device, self.size, self.rcdb, 255 if self.rcdb else 0)
 
     def render(self, classes, instances, host, device):
         shapes = {name: column[classes] for name, column in self.table.items()}
@@ -146,8 +150,7 @@ class ContourBatches(DeviceBatches):
             shapes.update(gpu_contour.rcdb_geometry(len(classes), host, ranges))
         else:
             shapes.update(gpu_contour.centers(len(classes), host, ranges.start_pos))
-        return gpu_contour.render_contours(shapes, self.size, device, rcdb_noise=self.rcdb,
-                                           background=255 if self.rcdb else 0)
+        return self.renderer(shapes, device)
 
     def heaviest(self, count: int) -> torch.Tensor:
         work = self.table["vertices"] * self.table["lines"]
@@ -164,6 +167,7 @@ class IFS3DBatches(DeviceBatches):
         unit = np.ones((1, 13))
         scales = [ifs3d.instance_system(unit, k)[0, :12] for k in range(ifs3d.INSTANCES_PER_CLASS)]
         self.scales = torch.as_tensor(np.array(scales), dtype=torch.float32, device=self.device)
+        self.renderer = gpu_ifs.IFS3DRenderer(self.device, self.size, int(db.options["points"]))
 
     def render(self, classes, instances, host, device):
         o = self.db.options
@@ -176,8 +180,7 @@ class IFS3DBatches(DeviceBatches):
             eyes = gpu_ifs.fixed_views(instances % o["views"], o["views"], host, o["elevation"], o["jitter"])
         else:
             eyes = gpu_ifs.random_views(len(classes), host)
-        return gpu_ifs.render_ifs3d(systems, self.num_maps[on_device], to_device(eyes, self.device),
-                                    self.size, int(o["points"]), device)
+        return self.renderer(systems, self.num_maps[on_device], to_device(eyes, self.device), device)
 
 
 FAMILIES = {"fractaldb": IFS2DBatches, "ofdb2d": IFS2DBatches, "onepfrac": IFS2DBatches, "rcdb": ContourBatches,
