@@ -31,7 +31,7 @@ class Hierarchy:
 
 
 def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 0, info=None,
-              backend: str = "faiss", device="cpu", log=None) -> Hierarchy:
+              backend: str | None = None, device="cpu", log=None) -> Hierarchy:
     """x: this rank's whitened features [n_local, d]. Every super-cluster gets at least k_sub images, and every
     sub-cluster at least one."""
     ids = strided_ids(x.shape[0], info)

@@ -1,11 +1,15 @@
-"""Distributed k-means over the rows each rank holds (spec ssl.md A.5), faiss for the nearest-centroid search.
+"""Distributed k-means over the rows each rank holds (spec ssl.md A.5).
 
-Each pass: every rank assigns its rows to the nearest centroid (faiss IndexFlatL2 on the CPU, GpuIndexFlatL2
-when faiss has GPU support and CUDA is present, else a chunked torch matmul on the GPU), per-cluster counts
-and sums are all-reduced, and the centroids become the means. The last pass only assigns (niter + 1 passes).
-Any world size works, 1 included; every rank computes the same centroids from the same reduced sums.
+Each pass: every rank assigns its rows to the nearest centroid, per-cluster counts and sums are all-reduced,
+and the centroids become the means. The last pass only assigns (niter + 1 passes). Any world size works,
+1 included; every rank computes the same centroids from the same reduced sums.
 
-Written around faiss' index rather than faiss.Kmeans because faiss.Kmeans cannot reduce across processes.
+The nearest-centroid search (the E-step, nearly all of the time) has three backends, chosen by
+choose_backend: 'faiss-gpu' (GpuIndexFlatL2) on a GPU when faiss has GPU support; otherwise 'torch', a
+chunked float32 GEMM (argmax of <x, c> - |c|^2 / 2, centroid norms computed once per pass) on the CPU or the
+GPU. On a CPU 'torch' is 2.6x faster than faiss-cpu's IndexFlatL2 and as fast as scikit-learn's Lloyd
+(docs/benchmarks.md), so faiss is not needed there; 'faiss' (IndexFlatL2 on the CPU) stays for comparison.
+Written around a search rather than faiss.Kmeans because faiss.Kmeans cannot reduce across processes.
 
 Empty clusters, fixed from the published rule (which re-seeded before every pick, so all empties of a pass
 split the same cluster): each empty cluster takes a *different* non-empty donor, drawn with probability
@@ -25,7 +29,9 @@ import torch.distributed as dist
 from fdsl.errors import UserError
 
 SPLIT_EPS = 1.0 / 1024.0  # faiss' relative perturbation when it splits a cluster
-TORCH_CHUNK_BYTES = 256 << 20
+GPU_CHUNK_BYTES = 256 << 20  # the score block of one GEMM on a GPU
+CPU_CHUNK_BYTES = 8 << 20  # on a CPU: small enough to stay in the last-level cache for the argmax
+BACKENDS = ("faiss", "faiss-gpu", "torch")
 
 
 def faiss_module():
@@ -41,17 +47,22 @@ def faiss_has_gpu() -> bool:
     return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def choose_backend(device: torch.device, use_faiss: bool = True) -> str:
-    """'faiss' (CPU index), 'faiss-gpu', or 'torch' (the fallback when faiss cannot serve this device)."""
-    device = torch.device(device)
-    if use_faiss and faiss_module() is not None:
-        if device.type != "cuda":
-            return "faiss"
-        if faiss_has_gpu():
-            return "faiss-gpu"
-    if device.type != "cuda" and use_faiss:
-        raise UserError("faiss is not installed; pip install faiss-cpu (or fdsl[gpu] for faiss-gpu), "
-                        "or pass --use_faiss false")
+_gpu_resources = None
+
+
+def gpu_resources():
+    """One faiss StandardGpuResources per process, made on first use: each one reserves its own scratch
+    memory on the GPU beside torch's cached memory, so a new one per k-means call would pile them up."""
+    global _gpu_resources
+    if _gpu_resources is None:
+        _gpu_resources = faiss_module().StandardGpuResources()
+    return _gpu_resources
+
+
+def choose_backend(device: torch.device | str = "cpu", use_faiss: bool = True) -> str:
+    """'faiss-gpu' on a GPU when faiss has GPU support (and use_faiss), else 'torch' (CPU or GPU GEMM)."""
+    if torch.device(device).type == "cuda" and use_faiss and faiss_has_gpu():
+        return "faiss-gpu"
     return "torch"
 
 
@@ -59,28 +70,32 @@ class Assigner:
     """Nearest centroid (squared L2) of each row: set_centroids once per pass, then search."""
 
     def __init__(self, backend: str, dim: int, device: torch.device | str = "cpu"):
+        if backend not in BACKENDS:
+            raise UserError(f"unknown k-means backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.backend = backend
         self.device = torch.device(device)
         self.dim = dim
         faiss = faiss_module()
+        if backend.startswith("faiss") and faiss is None:
+            raise UserError(f"the k-means backend {backend!r} needs faiss; pip install faiss-cpu (or fdsl[gpu] "
+                            "for faiss-gpu), or use the 'torch' backend")
         if backend == "faiss":
             self.index = faiss.IndexFlatL2(dim)
         elif backend == "faiss-gpu":
-            self.resources = faiss.StandardGpuResources()
             cfg = faiss.GpuIndexFlatConfig()
             cfg.device = self.device.index or 0
-            self.index = faiss.GpuIndexFlatL2(self.resources, dim, cfg)
+            self.index = faiss.GpuIndexFlatL2(gpu_resources(), dim, cfg)
         else:
             self.index = None
-        self.centroids: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None  # the reused [chunk, k] GEMM output
 
     def set_centroids(self, centroids: np.ndarray) -> None:
         if self.index is not None:
             self.index.reset()
             self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-        else:
-            self.centroids = torch.from_numpy(centroids).to(self.device, torch.float32)
-            self.sq_norms = (self.centroids ** 2).sum(1)
+            return
+        self.centroids = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(self.device)
+        self.half_sq_norms = -0.5 * (self.centroids ** 2).sum(1)
 
     def search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(squared distances float32 [n], labels int64 [n])."""
@@ -89,16 +104,30 @@ class Assigner:
         if self.index is not None:
             dist2, labels = self.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
             return dist2[:, 0], labels[:, 0].astype(np.int64, copy=False)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        dist2, labels = np.empty(x.shape[0], np.float32), np.empty(x.shape[0], np.int64)
         k = self.centroids.shape[0]
-        chunk = max(1, TORCH_CHUNK_BYTES // (4 * max(k, 1)))
-        dists, labels = [], []
+        on_cpu = self.device.type == "cpu"
+        chunk = max(1, (CPU_CHUNK_BYTES if on_cpu else GPU_CHUNK_BYTES) // (4 * k))
+        if self.scores is None or self.scores.shape != (min(chunk, x.shape[0]), k):
+            self.scores = torch.empty(min(chunk, x.shape[0]), k, device=self.device)
         for start in range(0, x.shape[0], chunk):
-            xc = torch.from_numpy(x[start:start + chunk]).to(self.device, torch.float32)
-            d = (xc ** 2).sum(1, keepdim=True) - 2 * xc @ self.centroids.T + self.sq_norms
-            best, idx = d.min(1)
-            dists.append(best.clamp_(min=0).cpu())
-            labels.append(idx.cpu())
-        return torch.cat(dists).numpy(), torch.cat(labels).numpy().astype(np.int64)
+            xc = x[start:start + chunk]
+            rows = slice(start, start + xc.shape[0])
+            scores = self.scores[:xc.shape[0]]
+            xt = torch.from_numpy(xc).to(self.device)
+            torch.addmm(self.half_sq_norms, xt, self.centroids.T, out=scores)  # <x, c> - |c|^2 / 2
+            if on_cpu:  # numpy's argmax is vectorised, torch's max over rows is 5x slower on a CPU
+                s = scores.numpy()
+                labels[rows] = s.argmax(1)
+                best = s[np.arange(xc.shape[0]), labels[rows]]
+                dist2[rows] = np.einsum("ij,ij->i", xc, xc) - 2 * best
+            else:
+                best, idx = scores.max(1)
+                labels[rows] = idx.cpu().numpy()
+                dist2[rows] = ((xt * xt).sum(1) - 2 * best).cpu().numpy()
+        np.maximum(dist2, 0, out=dist2)
+        return dist2, labels
 
 
 # --- collectives on numpy/torch values (gloo on CPU, NCCL through the device) ---------------------------
@@ -229,11 +258,12 @@ def strided_ids(n_local: int, info) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min_size: int = 1,
-           backend: str = "faiss", device: torch.device | str = "cpu", ids: np.ndarray | None = None,
+           backend: str | None = None, device: torch.device | str = "cpu", ids: np.ndarray | None = None,
            log=None) -> KMeansResult:
     """k-means of the rows of all ranks (x: this rank's float32 [n, d]; ids: their global image ids, by default
     the ShardSampler layout); niter updates, then one assignment pass. The result does not depend on how the
-    images are dealt to the ranks (up to float rounding of the reduced sums)."""
+    images are dealt to the ranks (up to float rounding of the reduced sums). backend: see choose_backend
+    (its choice for `device` when None)."""
     start_time = time.perf_counter()
     x = np.ascontiguousarray(x, dtype=np.float32)
     ids = strided_ids(x.shape[0], info) if ids is None else np.asarray(ids, np.int64)
@@ -247,7 +277,7 @@ def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min
                             np.array([total], np.int64), [], time.perf_counter() - start_time)
     rng = np.random.default_rng(seed)
     centroids = initial_centroids(x, ids, k, seed, info)
-    assigner = Assigner(backend, x.shape[1], device)
+    assigner = Assigner(backend or choose_backend(device), x.shape[1], device)
     x_t = torch.from_numpy(x)
     losses = []
     for p in range(niter + 1):
