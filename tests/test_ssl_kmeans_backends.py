@@ -1,6 +1,6 @@
-"""k-means backends: the chunked GEMM search ('torch', the CPU default) against faiss and a float64 reference,
-one faiss GPU resource per process (a fake faiss module counts them), and feature extraction's reused host
-buffers."""
+"""k-means backends: the chunked GEMM searches ('blas', the CPU default, and 'torch') against faiss and a
+float64 reference, one faiss GPU resource per process (a fake faiss module counts them), and feature
+extraction's reused host buffers."""
 import types
 
 import numpy as np
@@ -24,21 +24,24 @@ def test_gemm_search_matches_faiss_and_float64_over_chunks(monkeypatch, one_thre
     x, c = rng.normal(size=(1000, 24)).astype(np.float32), rng.normal(size=(37, 24)).astype(np.float32)
     monkeypatch.setattr(km, "CPU_CHUNK_BYTES", 4 * 37 * 300)  # 300 rows a chunk: 4 chunks, the last one short
     ref_d, ref_l = float64_nearest(x, c)
-    for backend in ("torch", "faiss"):
+    for backend, threads in (("blas", 1), ("blas", 3), ("torch", 1), ("faiss", 1)):
+        torch.set_num_threads(threads)  # 'blas': 3 workers over the 4 chunks
         a = km.Assigner(backend, 24)
         a.set_centroids(c)
         d, labels = a.search(x)
         assert labels.dtype == np.int64 and np.array_equal(labels, ref_l), backend
         assert np.allclose(d, ref_d, rtol=1e-4, atol=1e-4), backend
-    assert a.search(x[:0])[1].shape == (0,)
+        assert a.search(x[:0])[1].shape == (0,)
+    torch.set_num_threads(1)
 
 
 def test_kmeans_torch_backend_gives_the_faiss_result(one_thread):
     rng = np.random.default_rng(4)
     centres = rng.normal(scale=4, size=(12, 8))
     x = (centres[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 8))).astype(np.float32)
-    results = {b: km.kmeans(x, 20, niter=6, seed=1, backend=b) for b in ("torch", "faiss")}
-    ours, ref = results["torch"], results["faiss"]
+    results = {b: km.kmeans(x, 20, niter=6, seed=1, backend=b) for b in ("blas", "torch", "faiss")}
+    ours, ref = results["blas"], results["faiss"]
+    assert np.array_equal(results["torch"].labels, ref.labels)
     assert np.array_equal(ours.labels, ref.labels) and np.array_equal(ours.counts, ref.counts)
     assert np.allclose(ours.centroids, ref.centroids, atol=1e-5)
     assert np.allclose(ours.losses, ref.losses, rtol=1e-5)
@@ -47,14 +50,14 @@ def test_kmeans_torch_backend_gives_the_faiss_result(one_thread):
 
 def test_cpu_k_means_needs_no_faiss(monkeypatch, one_thread):
     monkeypatch.setattr(km, "faiss_module", lambda: None)
-    assert km.choose_backend("cpu") == km.choose_backend("cpu", use_faiss=False) == "torch"
+    assert km.choose_backend("cpu") == km.choose_backend("cpu", use_faiss=False) == "blas"
     x = np.repeat(np.eye(4, dtype=np.float32), 10, 0)
     res = km.kmeans(x, 4, niter=3)  # the default backend on a CPU
     assert sorted(res.counts.tolist()) == [10, 10, 10, 10]
     with pytest.raises(UserError, match="'faiss' needs faiss; pip install faiss-cpu"):
         km.Assigner("faiss", 4)
-    with pytest.raises(UserError, match="unknown k-means backend 'blas'"):
-        km.Assigner("blas", 4)
+    with pytest.raises(UserError, match="unknown k-means backend .gemm."):
+        km.Assigner("gemm", 4)
 
 
 def fake_faiss():

@@ -4,11 +4,11 @@ Each pass: every rank assigns its rows to the nearest centroid, per-cluster coun
 and the centroids become the means. The last pass only assigns (niter + 1 passes). Any world size works,
 1 included; every rank computes the same centroids from the same reduced sums.
 
-The nearest-centroid search (the E-step, nearly all of the time) has three backends, chosen by
-choose_backend: 'faiss-gpu' (GpuIndexFlatL2) on a GPU when faiss has GPU support; otherwise 'torch', a
-chunked float32 GEMM (argmax of <x, c> - |c|^2 / 2, centroid norms computed once per pass) on the CPU or the
-GPU. On a CPU 'torch' is 2.6x faster than faiss-cpu's IndexFlatL2 and as fast as scikit-learn's Lloyd
-(docs/benchmarks.md), so faiss is not needed there; 'faiss' (IndexFlatL2 on the CPU) stays for comparison.
+The nearest-centroid search (the E-step, nearly all of the time) has four backends, chosen by
+choose_backend: on a GPU 'faiss-gpu' (GpuIndexFlatL2) when faiss has GPU support, else 'torch' (a chunked
+float32 GEMM on the device); on a CPU 'blas', the same GEMM search in numpy's BLAS, over the chunks in
+parallel. On a CPU it needs no faiss and keeps up with faiss.Kmeans and scikit-learn's Lloyd
+(docs/benchmarks.md); 'faiss' (IndexFlatL2 on the CPU) stays for comparison.
 Written around a search rather than faiss.Kmeans because faiss.Kmeans cannot reduce across processes.
 
 Empty clusters, fixed from the published rule (which re-seeded before every pick, so all empties of a pass
@@ -20,6 +20,7 @@ returned empty. `min_size` generalises this (the super-clusters of DeeperCluster
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,8 +31,8 @@ from fdsl.errors import UserError
 
 SPLIT_EPS = 1.0 / 1024.0  # faiss' relative perturbation when it splits a cluster
 GPU_CHUNK_BYTES = 256 << 20  # the score block of one GEMM on a GPU
-CPU_CHUNK_BYTES = 8 << 20  # on a CPU: small enough to stay in the last-level cache for the argmax
-BACKENDS = ("faiss", "faiss-gpu", "torch")
+CPU_CHUNK_BYTES = 8 << 20  # on a CPU: a block that stays in the last-level cache for the argmax
+BACKENDS = ("blas", "torch", "faiss", "faiss-gpu")
 
 
 def faiss_module():
@@ -60,14 +61,35 @@ def gpu_resources():
 
 
 def choose_backend(device: torch.device | str = "cpu", use_faiss: bool = True) -> str:
-    """'faiss-gpu' on a GPU when faiss has GPU support (and use_faiss), else 'torch' (CPU or GPU GEMM)."""
-    if torch.device(device).type == "cuda" and use_faiss and faiss_has_gpu():
-        return "faiss-gpu"
-    return "torch"
+    """'faiss-gpu' on a GPU when faiss has GPU support (and use_faiss), 'torch' on other GPUs, 'blas' on a CPU."""
+    if torch.device(device).type != "cuda":
+        return "blas"
+    return "faiss-gpu" if use_faiss and faiss_has_gpu() else "torch"
+
+
+_blas_controller = None
+
+
+def one_blas_thread():
+    """numpy's BLAS held to one thread (the search runs its own threads over chunks), or None without
+    threadpoolctl (a scikit-learn dependency)."""
+    global _blas_controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 class Assigner:
-    """Nearest centroid (squared L2) of each row: set_centroids once per pass, then search."""
+    """Nearest centroid (squared L2) of each row: set_centroids once per pass, then search.
+
+    'blas' and 'torch' score a chunk of rows by one GEMM, <x, c> - |c|^2 / 2, and take the argmax: the
+    nearest centroid, with |x|^2 - 2 max its squared distance. 'blas' (a CPU) runs numpy's BLAS on one thread
+    per worker, torch.get_num_threads() workers over the chunks (the argmax runs in parallel too); each
+    worker's score block stays in the cache."""
 
     def __init__(self, backend: str, dim: int, device: torch.device | str = "cpu"):
         if backend not in BACKENDS:
@@ -78,56 +100,85 @@ class Assigner:
         faiss = faiss_module()
         if backend.startswith("faiss") and faiss is None:
             raise UserError(f"the k-means backend {backend!r} needs faiss; pip install faiss-cpu (or fdsl[gpu] "
-                            "for faiss-gpu), or use the 'torch' backend")
+                            "for faiss-gpu), or use the 'blas' or 'torch' backend")
+        self.index = None
         if backend == "faiss":
             self.index = faiss.IndexFlatL2(dim)
         elif backend == "faiss-gpu":
             cfg = faiss.GpuIndexFlatConfig()
             cfg.device = self.device.index or 0
             self.index = faiss.GpuIndexFlatL2(gpu_resources(), dim, cfg)
-        else:
-            self.index = None
-        self.scores: torch.Tensor | None = None  # the reused [chunk, k] GEMM output
+        self.blocks: dict[int, np.ndarray] = {}  # 'blas': each worker's reused [chunk, k] score block
 
     def set_centroids(self, centroids: np.ndarray) -> None:
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         if self.index is not None:
             self.index.reset()
-            self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
-            return
-        self.centroids = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(self.device)
-        self.half_sq_norms = -0.5 * (self.centroids ** 2).sum(1)
+            self.index.add(centroids)
+        elif self.backend == "blas":
+            self.centroids = centroids.copy()
+            self.half_sq_norms = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        else:
+            self.centroids = torch.from_numpy(centroids).to(self.device)
+            self.half_sq_norms = -0.5 * (self.centroids ** 2).sum(1)
 
-    def search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(squared distances float32 [n], labels int64 [n])."""
+    def search(self, x: np.ndarray, x_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances float32 [n], labels int64 [n]); x_sq: the rows' squared norms, if known."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         if self.index is not None:
-            dist2, labels = self.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+            dist2, labels = self.index.search(x, 1)
             return dist2[:, 0], labels[:, 0].astype(np.int64, copy=False)
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x_sq = np.einsum("ij,ij->i", x, x) if x_sq is None else x_sq
         dist2, labels = np.empty(x.shape[0], np.float32), np.empty(x.shape[0], np.int64)
-        k = self.centroids.shape[0]
-        on_cpu = self.device.type == "cpu"
-        chunk = max(1, (CPU_CHUNK_BYTES if on_cpu else GPU_CHUNK_BYTES) // (4 * k))
-        if self.scores is None or self.scores.shape != (min(chunk, x.shape[0]), k):
-            self.scores = torch.empty(min(chunk, x.shape[0]), k, device=self.device)
-        for start in range(0, x.shape[0], chunk):
-            xc = x[start:start + chunk]
-            rows = slice(start, start + xc.shape[0])
-            scores = self.scores[:xc.shape[0]]
-            xt = torch.from_numpy(xc).to(self.device)
-            torch.addmm(self.half_sq_norms, xt, self.centroids.T, out=scores)  # <x, c> - |c|^2 / 2
-            if on_cpu:  # numpy's argmax is vectorised, torch's max over rows is 5x slower on a CPU
-                s = scores.numpy()
-                labels[rows] = s.argmax(1)
-                best = s[np.arange(xc.shape[0]), labels[rows]]
-                dist2[rows] = np.einsum("ij,ij->i", xc, xc) - 2 * best
-            else:
-                best, idx = scores.max(1)
-                labels[rows] = idx.cpu().numpy()
-                dist2[rows] = ((xt * xt).sum(1) - 2 * best).cpu().numpy()
+        (self._search_blas if self.backend == "blas" else self._search_torch)(x, x_sq, dist2, labels)
         np.maximum(dist2, 0, out=dist2)
         return dist2, labels
+
+    def _search_blas(self, x, x_sq, dist2, labels) -> None:
+        k = self.centroids.shape[0]
+        chunk = max(1, CPU_CHUNK_BYTES // (4 * k))
+        starts = list(range(0, x.shape[0], chunk))
+        workers = min(torch.get_num_threads(), len(starts))
+        limit = one_blas_thread()
+        if limit is None:  # the BLAS threads cannot be held to one: let it use its own, one worker
+            workers = 1
+
+        def run(worker: int) -> None:
+            block = self.blocks.get(worker)
+            if block is None or block.shape[0] < min(chunk, x.shape[0]):
+                block = self.blocks[worker] = np.empty((min(chunk, x.shape[0]), k), np.float32)
+            for start in starts[worker::workers]:
+                xc = x[start:start + chunk]
+                rows = slice(start, start + xc.shape[0])
+                s = block[:xc.shape[0]]
+                np.matmul(xc, self.centroids.T, out=s)
+                s += self.half_sq_norms
+                s.argmax(1, out=labels[rows])
+                dist2[rows] = x_sq[rows] - 2 * s[np.arange(xc.shape[0]), labels[rows]]
+
+        try:
+            if workers == 1:
+                run(0)
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, range(workers)))
+        finally:
+            if limit is not None:
+                limit.restore_original_limits()
+
+    def _search_torch(self, x, x_sq, dist2, labels) -> None:
+        k = self.centroids.shape[0]
+        chunk = max(1, (CPU_CHUNK_BYTES if self.device.type == "cpu" else GPU_CHUNK_BYTES) // (4 * k))
+        scores = torch.empty(min(chunk, x.shape[0]), k, device=self.device)
+        for start in range(0, x.shape[0], chunk):
+            xc = torch.from_numpy(x[start:start + chunk]).to(self.device)
+            rows = slice(start, start + xc.shape[0])
+            s = torch.addmm(self.half_sq_norms, xc, self.centroids.T, out=scores[:xc.shape[0]])
+            best, idx = s.max(1)
+            labels[rows] = idx.cpu().numpy()
+            dist2[rows] = x_sq[rows] - 2 * best.cpu().numpy()
 
 
 # --- collectives on numpy/torch values (gloo on CPU, NCCL through the device) ---------------------------
@@ -279,10 +330,11 @@ def kmeans(x: np.ndarray, k: int, niter: int = 10, seed: int = 0, info=None, min
     centroids = initial_centroids(x, ids, k, seed, info)
     assigner = Assigner(backend or choose_backend(device), x.shape[1], device)
     x_t = torch.from_numpy(x)
+    x_sq = np.einsum("ij,ij->i", x, x)  # the rows do not move: their norms once, not every pass
     losses = []
     for p in range(niter + 1):
         assigner.set_centroids(centroids)
-        dist2, labels = assigner.search(x)
+        dist2, labels = assigner.search(x, x_sq)
         counts = all_reduce(torch.from_numpy(np.bincount(labels, minlength=k).astype(np.int64)), info).numpy()
         loss = all_reduce(torch.tensor([float(dist2.sum(dtype=np.float64))], dtype=torch.float64), info).item()
         losses.append(loss / total)
