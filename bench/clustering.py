@@ -34,7 +34,7 @@ def options():
     p.add_argument("--niter", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="k-means: thread counts to compare")
-    p.add_argument("--skip-faiss-backend", action="store_true", help="k-means: leave out fdsl with faiss inside")
+    p.add_argument("--backends", nargs="+", default=["blas", "torch", "faiss"], help="k-means: fdsl's searches")
     p.add_argument("--quick", action="store_true", help="k-means at a tiny size (5000x32, k=50, 3 iterations)")
     p.add_argument("--epochs", type=int, default=20, help="DeepCluster epochs on the digits")
     p.add_argument("--dc-k", type=int, default=30, help="DeepCluster clusters on the 1500 digit images")
@@ -54,7 +54,7 @@ def kmeans_contenders(args, x: np.ndarray, init: np.ndarray) -> dict:
 
     from fdsl.ssl.kmeans import choose_backend, kmeans
 
-    def fdsl(backend=None):
+    def fdsl(backend):
         return lambda: kmeans(x, args.k, niter=args.niter, seed=0, backend=backend).losses[-1]
 
     def faiss_kmeans():
@@ -71,9 +71,9 @@ def kmeans_contenders(args, x: np.ndarray, init: np.ndarray) -> dict:
                              max_no_improvement=None, random_state=0).fit(x)
         return km.inertia_ / len(x)
 
-    runs = {f"fdsl ({choose_backend('cpu')})": fdsl(), "fdsl (faiss backend)": fdsl("faiss"),
-            "faiss.Kmeans": faiss_kmeans, "sklearn KMeans lloyd": sk_lloyd, "sklearn MiniBatchKMeans": sk_minibatch}
-    return {name: run for name, run in runs.items() if not args.skip_faiss_backend or "faiss backend" not in name}
+    runs = {f"fdsl ({b}{', default' if b == choose_backend('cpu') else ''})": fdsl(b) for b in args.backends}
+    runs.update({"faiss.Kmeans": faiss_kmeans, "sklearn KMeans lloyd": sk_lloyd, "sklearn MiniBatchKMeans": sk_minibatch})
+    return runs
 
 
 def set_threads(n: int) -> None:
@@ -111,10 +111,10 @@ def bench_kmeans(args) -> None:
         med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
         med_wall = {name: statistics.median(v) for name, v in wall.items()}
         best_cpu, best_wall = min(med_cpu[p] for p in peers), min(med_wall[p] for p in peers)
-        print(f"{'threads':>7}  {'method':<26}{'CPU s':>8}{'wall s':>8}{'CPU/best peer':>15}{'wall/best peer':>16}"
+        print(f"{'threads':>7}  {'method':<28}{'CPU s':>8}{'wall s':>8}{'CPU/best peer':>15}{'wall/best peer':>16}"
               f"{'final loss':>12}")
         for name in runs:
-            print(f"{threads:>7}  {name:<26}{med_cpu[name]:8.2f}{med_wall[name]:8.2f}{med_cpu[name] / best_cpu:15.3f}"
+            print(f"{threads:>7}  {name:<28}{med_cpu[name]:8.2f}{med_wall[name]:8.2f}{med_cpu[name] / best_cpu:15.3f}"
                   f"{med_wall[name] / best_wall:16.3f}{loss[name]:12.5f}", flush=True)
 
 

@@ -52,8 +52,9 @@ _gpu_resources = None
 
 
 def gpu_resources():
-    """One faiss StandardGpuResources per process, made on first use: each one reserves its own scratch
-    memory on the GPU beside torch's cached memory, so a new one per k-means call would pile them up."""
+    """One faiss StandardGpuResources per process, made on first use. Each one allocates its own scratch
+    memory on the GPU, outside torch's caching allocator: made per k-means call (1 + nsc calls a round) it
+    re-allocated that memory every time, next to the blocks torch keeps cached."""
     global _gpu_resources
     if _gpu_resources is None:
         _gpu_resources = faiss_module().StandardGpuResources()
