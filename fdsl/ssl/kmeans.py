@@ -109,16 +109,16 @@ class Assigner:
             cfg = faiss.GpuIndexFlatConfig()
             cfg.device = self.device.index or 0
             self.index = faiss.GpuIndexFlatL2(gpu_resources(), dim, cfg)
-        self.blocks: dict[int, np.ndarray] = {}  # 'blas': each worker's reused [chunk, k] score block
+        self.blocks: dict[int, tuple] = {}  # 'blas': each worker's reused [chunk, d + 1] rows, [chunk, k] scores
 
     def set_centroids(self, centroids: np.ndarray) -> None:
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         if self.index is not None:
             self.index.reset()
             self.index.add(centroids)
-        elif self.backend == "blas":
-            self.centroids = centroids.copy()
-            self.half_sq_norms = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        elif self.backend == "blas":  # [c, -|c|^2 / 2]: rows [x, 1] get the score from the GEMM alone
+            self.centroids = np.concatenate([centroids, -0.5 * np.einsum("ij,ij->i", centroids, centroids)[:, None]],
+                                            axis=1)
         else:
             self.centroids = torch.from_numpy(centroids).to(self.device)
             self.half_sq_norms = -0.5 * (self.centroids ** 2).sum(1)
@@ -147,17 +147,19 @@ class Assigner:
             workers = 1
 
         def run(worker: int) -> None:
-            block = self.blocks.get(worker)
-            if block is None or block.shape[0] < min(chunk, x.shape[0]):
-                block = self.blocks[worker] = np.empty((min(chunk, x.shape[0]), k), np.float32)
+            rows_max = min(chunk, x.shape[0])
+            if worker not in self.blocks or self.blocks[worker][0].shape[0] < rows_max:
+                augmented = np.ones((rows_max, x.shape[1] + 1), np.float32)  # [x, 1], the 1s written once
+                self.blocks[worker] = (augmented, np.empty((rows_max, k), np.float32))
+            augmented, block = self.blocks[worker]
             for start in starts[worker::workers]:
-                xc = x[start:start + chunk]
-                rows = slice(start, start + xc.shape[0])
-                s = block[:xc.shape[0]]
-                np.matmul(xc, self.centroids.T, out=s)
-                s += self.half_sq_norms
+                m = min(chunk, x.shape[0] - start)
+                rows = slice(start, start + m)
+                augmented[:m, :-1] = x[rows]  # a copy of the chunk costs less than a pass over its scores
+                s = block[:m]
+                np.matmul(augmented[:m], self.centroids.T, out=s)  # <x, c> - |c|^2 / 2
                 s.argmax(1, out=labels[rows])
-                dist2[rows] = x_sq[rows] - 2 * s[np.arange(xc.shape[0]), labels[rows]]
+                dist2[rows] = x_sq[rows] - 2 * s[np.arange(m), labels[rows]]
 
         try:
             if workers == 1:
