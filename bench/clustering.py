@@ -76,6 +76,14 @@ def kmeans_contenders(args, x: np.ndarray, init: np.ndarray) -> dict:
     return runs
 
 
+def blas_libraries() -> str:
+    """Which BLAS each package loaded (the OpenBLAS kernel decides the GEMM speed of numpy, scipy and faiss)."""
+    from threadpoolctl import threadpool_info
+
+    return ", ".join(f"{os.path.basename(i['filepath']).split('-')[0]} {i.get('version')} {i.get('architecture', '')}"
+                     for i in threadpool_info() if i["user_api"] == "blas")
+
+
 def set_threads(n: int) -> None:
     import faiss
     from threadpoolctl import threadpool_limits
@@ -96,6 +104,8 @@ def bench_kmeans(args) -> None:
     peers = ("faiss.Kmeans", "sklearn KMeans lloyd", "sklearn MiniBatchKMeans")
     print(f"kmeans {args.n}x{args.dim} float32, k={args.k}, {args.niter} iterations + one assignment, same initial "
           f"centroids; {args.repeats} interleaved repeats, medians", flush=True)
+    print(f"BLAS: {blas_libraries()}; torch: MKL {torch.backends.mkl.is_available()}; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
     for threads in args.threads:
         set_threads(threads)
         cpu: dict[str, list[float]] = {name: [] for name in runs}
