@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fdsl-installed
+# faiss-cpu or faiss-gpu (the `gpu` extra): both install the same `faiss` package, so one replaces the other
+FAISS  ?= faiss-cpu
+FAISS_STAMP := $(VENV)/.fdsl-$(FAISS)
 
 .PHONY: demo test lint bench clean
 
@@ -13,16 +16,21 @@ $(STAMP): requirements.txt pyproject.toml setup.py
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(FAISS_STAMP): $(STAMP)
+	$(BIN)/pip uninstall -q -y faiss-cpu faiss-gpu faiss-gpu-cu11 faiss-gpu-cu12
+	$(BIN)/pip install -q $(FAISS)
+	rm -f $(VENV)/.fdsl-faiss-* && touch $(FAISS_STAMP)
+
+demo: $(FAISS_STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash exe_scripts/demo.sh
 
-test: $(STAMP)
+test: $(FAISS_STAMP)
 	$(BIN)/python -m pytest -q tests
 
-lint: $(STAMP)
+lint: $(FAISS_STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(FAISS_STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/train.py
 

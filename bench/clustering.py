@@ -1,7 +1,8 @@
 """Speed and quality of the clustering methods (issue 7), each with its baseline in the same run:
 
   kmeans     fdsl.ssl.kmeans (100k x 256 random float32, k=1000, 10 iterations + the assignment) against
-             faiss.Kmeans (train + one search) and scikit-learn's MiniBatchKMeans (10 epochs)
+             faiss.Kmeans (train + one search), scikit-learn's KMeans (lloyd) and MiniBatchKMeans (10 epochs),
+             at 1 and 2 threads: process CPU time and wall time, ratios to the fastest of the three
   features   fdsl.engine.features.extract against a bare `model(x)` loop over the same loader
   digits     scikit-learn digits, raw pixels -> PCA whitening -> k-means (k=10): NMI with the labels
   deepcluster  a tiny DeepCluster run on the digits exported as an image folder (32 px), then a linear probe
@@ -9,6 +10,7 @@
 
     PYTHONPATH=. taskset -c 0 python bench/clustering.py                 # all, pinned to one core
     PYTHONPATH=. python bench/clustering.py --only kmeans digits
+    PYTHONPATH=. python bench/clustering.py --only kmeans --quick       # k-means at a tiny size, seconds
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ def options():
     p.add_argument("--k", type=int, default=1000)
     p.add_argument("--niter", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-sklearn", action="store_true", help="leave out MiniBatchKMeans (slow)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="k-means: thread counts to compare")
+    p.add_argument("--backends", nargs="+", default=["blas", "torch", "faiss"], help="k-means: fdsl's searches")
+    p.add_argument("--quick", action="store_true", help="k-means at a tiny size (5000x32, k=50, 3 iterations)")
     p.add_argument("--epochs", type=int, default=20, help="DeepCluster epochs on the digits")
     p.add_argument("--dc-k", type=int, default=30, help="DeepCluster clusters on the 1500 digit images")
     p.add_argument("--dc-reassignment", type=int, default=2, help="DeepCluster re-clusters every N epochs")
@@ -42,42 +46,86 @@ def options():
     return p.parse_args()
 
 
-def bench_kmeans(args) -> None:
+def kmeans_contenders(args, x: np.ndarray, init: np.ndarray) -> dict:
+    """name -> run(): each does `niter` Lloyd updates and one assignment of every row from the same initial
+    centroids, and returns the final mean squared distance (the peers' own stopping rules switched off)."""
     import faiss
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    from fdsl.ssl.kmeans import kmeans
+    from fdsl.ssl.kmeans import choose_backend, kmeans
+
+    def fdsl(backend):
+        return lambda: kmeans(x, args.k, niter=args.niter, seed=0, backend=backend).losses[-1]
+
+    def faiss_kmeans():
+        km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=1, max_points_per_centroid=10 ** 9)
+        km.train(x, init_centroids=init)
+        return float(km.index.search(x, 1)[0].mean())
+
+    def sk_lloyd():
+        km = KMeans(args.k, init=init, n_init=1, max_iter=args.niter, tol=0.0, algorithm="lloyd").fit(x)
+        return km.inertia_ / len(x)
+
+    def sk_minibatch():  # 10 epochs of batches of 1024 = the GEMM work of 10 Lloyd passes, then the labels
+        km = MiniBatchKMeans(args.k, init=init, n_init=1, max_iter=args.niter, batch_size=1024, tol=0.0,
+                             max_no_improvement=None, random_state=0).fit(x)
+        return km.inertia_ / len(x)
+
+    runs = {f"fdsl ({b}{', default' if b == choose_backend('cpu') else ''})": fdsl(b) for b in args.backends}
+    runs.update({"faiss.Kmeans": faiss_kmeans, "sklearn KMeans lloyd": sk_lloyd, "sklearn MiniBatchKMeans": sk_minibatch})
+    return runs
+
+
+def blas_libraries() -> str:
+    """Which BLAS each package loaded (the OpenBLAS kernel decides the GEMM speed of numpy, scipy and faiss)."""
+    from threadpoolctl import threadpool_info
+
+    return ", ".join(f"{os.path.basename(i['filepath']).split('-')[0]} {i.get('version')} {i.get('architecture', '')}"
+                     for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def set_threads(n: int) -> None:
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(n)  # OpenBLAS of numpy/scipy/faiss, the OpenMP of scikit-learn and faiss
+    faiss.omp_set_num_threads(n)
+
+
+def bench_kmeans(args) -> None:
+    """Process CPU time (all threads) and wall time of each contender, repeats interleaved in a rotating order,
+    medians; ratios against the fastest peer (faiss.Kmeans, KMeans lloyd, MiniBatchKMeans)."""
+    from fdsl.ssl.kmeans import initial_centroids, strided_ids
 
     x = np.random.default_rng(0).standard_normal((args.n, args.dim)).astype(np.float32)
-    ours, raw = [], []
-    for _ in range(args.repeats):  # alternating, medians reported
-        t = time.perf_counter()
-        res = kmeans(x, args.k, niter=args.niter, seed=0)
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=1, max_points_per_centroid=10 ** 9)
-        km.train(x)
-        _, labels = km.index.search(x, 1)
-        raw.append(time.perf_counter() - t)
-    print(f"kmeans {args.n}x{args.dim} k={args.k} {args.niter} iterations: fdsl {statistics.median(ours):.2f}s, "
-          f"faiss.Kmeans {statistics.median(raw):.2f}s -> fdsl / faiss = "
-          f"{statistics.median(ours) / statistics.median(raw):.3f} (target <= 1.10); "
-          f"empty clusters: fdsl {int((res.counts == 0).sum())}, faiss "
-          f"{args.k - len(np.unique(labels))}", flush=True)
-    t = time.perf_counter()
-    kmeans(x, args.k, niter=args.niter, seed=0, backend="torch")
-    torch_time = time.perf_counter() - t
-    print(f"kmeans: fdsl with --use_faiss false (torch/MKL matmul E-step) {torch_time:.2f}s -> "
-          f"{statistics.median(raw) / torch_time:.2f}x the speed of faiss.Kmeans", flush=True)
-    if args.skip_sklearn:
-        return
-    from sklearn.cluster import MiniBatchKMeans
-
-    t = time.perf_counter()
-    MiniBatchKMeans(args.k, init="random", n_init=1, max_iter=args.niter, batch_size=1024, tol=0.0,
-                    max_no_improvement=None, random_state=0).fit(x)
-    sk = time.perf_counter() - t
-    print(f"kmeans: scikit-learn MiniBatchKMeans {sk:.2f}s -> sklearn / fdsl = {sk / statistics.median(ours):.1f}x "
-          "(target >= 5)", flush=True)
+    init = initial_centroids(x, strided_ids(len(x), None), args.k, 0, None)  # the start fdsl picks: same for all
+    runs = kmeans_contenders(args, x, init)
+    peers = ("faiss.Kmeans", "sklearn KMeans lloyd", "sklearn MiniBatchKMeans")
+    print(f"kmeans {args.n}x{args.dim} float32, k={args.k}, {args.niter} iterations + one assignment, same initial "
+          f"centroids; {args.repeats} interleaved repeats, medians", flush=True)
+    print(f"BLAS: {blas_libraries()}; torch: MKL {torch.backends.mkl.is_available()}; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
+    for threads in args.threads:
+        set_threads(threads)
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        loss = {}
+        names = list(runs)
+        for r in range(args.repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                c, w = time.process_time(), time.perf_counter()
+                loss[name] = runs[name]()
+                cpu[name].append(time.process_time() - c)
+                wall[name].append(time.perf_counter() - w)
+        med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+        med_wall = {name: statistics.median(v) for name, v in wall.items()}
+        best_cpu, best_wall = min(med_cpu[p] for p in peers), min(med_wall[p] for p in peers)
+        print(f"{'threads':>7}  {'method':<28}{'CPU s':>8}{'wall s':>8}{'CPU/best peer':>15}{'wall/best peer':>16}"
+              f"{'final loss':>12}")
+        for name in runs:
+            print(f"{threads:>7}  {name:<28}{med_cpu[name]:8.2f}{med_wall[name]:8.2f}{med_cpu[name] / best_cpu:15.3f}"
+                  f"{med_wall[name] / best_wall:16.3f}{loss[name]:12.5f}", flush=True)
 
 
 def bench_features(args) -> None:
@@ -189,14 +237,11 @@ def bench_deepcluster(args) -> None:
 
 def main() -> None:
     args = options()
+    if args.quick:
+        args.n, args.dim, args.k, args.niter, args.repeats = 5000, 32, 50, 3, 1
     cores = max(1, len(os.sched_getaffinity(0)))  # taskset -c 0: one thread everywhere, no OpenMP oversubscription
-    torch.set_num_threads(cores)
-    import faiss
-    from threadpoolctl import threadpool_limits
-
-    faiss.omp_set_num_threads(cores)
-    threadpool_limits(cores)
     for name in args.only:
+        set_threads(cores)  # bench_kmeans sets its own
         {"kmeans": bench_kmeans, "features": bench_features, "digits": bench_digits,
          "deepercluster": bench_deepcluster, "deepcluster": bench_deepcluster}[name](args)
 

@@ -47,7 +47,8 @@ def build_parser() -> Parser:
     g.add_argument("--super_classes", type=int, default=4, help="super-classes (4 x super-clusters with rotnet)")
     g.add_argument("--rotnet", type=bool_flag, default=True, help="predict the rotation with the super-class")
     g.add_argument("--warm_restart", type=bool_flag, default=False, help="ignored (unused in the published code)")
-    g.add_argument("--use_faiss", type=bool_flag, default=True, help="faiss for the k-means search")
+    g.add_argument("--use_faiss", type=bool_flag, default=True,
+                   help="faiss-gpu for the k-means search on a GPU (false: a torch GEMM); a CPU uses numpy's BLAS")
     g.add_argument("--niter", type=int, default=10, help="k-means iterations")
     add_launcher_flags(p)
     g = p.add_argument_group("data and model (fdsl additions)")

@@ -5,10 +5,53 @@ gathered back into dataset order, so rank 0 (and every rank) sees one [N, D] mat
 """
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 import torch.distributed as dist
 
 from fdsl.engine.distributed import DistInfo
+
+
+class HostCopies:
+    """Device -> host copies of the batch outputs through two reused pinned buffers: each copy overlaps the next
+    batch's forward, and two batches are all the pinned memory ever taken. (A plain `.to("cpu",
+    non_blocking=True)` pins every output, and torch's host cache keeps those pages after the batches are freed:
+    21 GB at 1.28M x 4096 features, for the rest of the run.) On a CPU the buffers are ordinary memory."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.buffers: list[torch.Tensor | None] = [None, None]
+        self.in_flight: deque = deque()  # (slot, rows, event) oldest first
+        self.done: list[torch.Tensor] = []
+        self.count = 0
+
+    def push(self, out: torch.Tensor) -> None:
+        slot = self.count % 2
+        self.count += 1
+        if len(self.in_flight) == 2:
+            self._drain_oldest()  # the copy that used this slot
+        buf = self.buffers[slot]
+        if buf is None or buf.shape[0] < out.shape[0] or buf.shape[1:] != out.shape[1:] or buf.dtype != out.dtype:
+            buf = self.buffers[slot] = torch.empty(out.shape, dtype=out.dtype, pin_memory=self.cuda)
+        buf[:out.shape[0]].copy_(out, non_blocking=self.cuda)
+        event = torch.cuda.Event() if self.cuda else None
+        if event is not None:
+            event.record()
+        self.in_flight.append((slot, out.shape[0], event))
+
+    def _drain_oldest(self) -> None:
+        slot, rows, event = self.in_flight.popleft()
+        if event is not None:
+            event.synchronize()
+        self.done.append(self.buffers[slot][:rows].clone())
+
+    def finish(self) -> list[torch.Tensor]:
+        """The host copies in push order; the staging buffers are dropped."""
+        while self.in_flight:
+            self._drain_oldest()
+        self.buffers = [None, None]
+        return self.done
 
 
 @torch.no_grad()
@@ -17,7 +60,7 @@ def extract(forward, loader, info: DistInfo, autocast=None, progress: bool = Fal
 
     `forward(images) -> [B, D]` runs on info.device (the caller puts the model in eval mode). Labels that
     are not integers (None, -1 for unlabeled folders) come back as -1."""
-    feats, labels = [], []
+    copies, labels = HostCopies(info.device), []
     iterator = loader
     if progress and info.is_main:
         from tqdm import tqdm
@@ -30,10 +73,9 @@ def extract(forward, loader, info: DistInfo, autocast=None, progress: bool = Fal
                 out = forward(images)
         else:
             out = forward(images)
-        feats.append(out.float().flatten(1).to("cpu", non_blocking=True))
+        copies.push(out.float().flatten(1))
         labels.append(torch.as_tensor(targets).reshape(-1).long())
-    if info.device.type == "cuda":
-        torch.cuda.synchronize(info.device)
+    feats = copies.finish()
     if not feats:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(feats), torch.cat(labels)

@@ -31,7 +31,7 @@ class Hierarchy:
 
 
 def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 0, info=None,
-              backend: str = "faiss", device="cpu", log=None, empty_rule: str = "split") -> Hierarchy:
+              backend: str | None = None, device="cpu", log=None, empty_rule: str = "split") -> Hierarchy:
     """x: this rank's whitened features [n_local, d]. Every super-cluster gets at least k_sub images, and every
     sub-cluster at least one. empty_rule "published" seeds the empty-cluster picks as published: 0 for the
     super-clusters, c for the sub-clusters of super-cluster c."""
