@@ -3,7 +3,10 @@
 # fine-tuned on scikit-learn's digits: 30 training images per digit (300), tested on the 797 held-out images,
 # 60 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
 # with all 1,000 training digits and crops, scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
-# FT_EPOCHS, FT_EVAL_INTERVAL, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks).
+# FT_EPOCHS, FT_EVAL_INTERVAL, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks);
+# RENDER_SCALE=k renders every database at k x 32 px (the loader's crop downsamples it to 32 px, as the papers render
+# at 362-512 px and train at 224), with k x k as many chaos-game points; SPLIT=select tests on the 700 training digits
+# that the 30 per class leave out instead of the 797 test digits (for choosing a recipe).
 # shellcheck shell=bash
 PY=${PYTHON:-python}
 PRE_EPOCHS=${PRE_EPOCHS:-24}
@@ -24,17 +27,45 @@ SMALL_OPTIM=(--opt adamw --lr 1e-3 --weight-decay 0.05 --sched cosine_iter --war
 # training process than through a DataLoader worker (-j 0).
 PRE_AUG=(-b 64 --scale 0.75 1.0 --ratio 0.9 1.1 --hflip 0.5 --drop-path 0.1)
 FT_AUG=(-b 16 -vb 8 --scale 1.0 1.0 --ratio 1.0 1.0 --hflip 0)
-# Every 2D database drawn the same way at 32 px: 4,000 chaos-game points as single pixels, 1 px padding.
-IFS_32=(--size 32 --pad 1 --iterations 4000 --draw-type point_gray)
+RENDER_SCALE=${RENDER_SCALE:-1}
+SPLIT=${SPLIT:-test}
+
+with_variant() {  # with_variant ROW COMMAND...: run COMMAND in a subshell with ROW's variant settings
+  # A row is a database name with optional @-suffixes, for ablations beside the plain rows:
+  #   @k2, @k4: rendered at k x 32 px;  @e48: pre-trained 48 epochs;  @lines: RCDB/VisualAtom contour lines capped
+  #   at 200 x size / 512 (as many lines per pixel as at 512 px; at 32 px 200 one-pixel lines fill the shape).
+  local row=$1; shift
+  (
+    local rest=${row#"${row%%@*}"} part
+    while [ -n "$rest" ]; do
+      rest=${rest#@}; part=${rest%%@*}; rest=${rest#"$part"}
+      case "$part" in
+        k[0-9]*) RENDER_SCALE=${part#k} ;;
+        e[0-9]*) PRE_EPOCHS=${part#e} ;;
+        lines) CAP_LINES=1 ;;
+        *) echo "unknown row variant '@$part' in '$row' (@k<scale>, @e<epochs>, @lines)" >&2; exit 2 ;;
+      esac
+    done
+    "$@"
+  )
+}
 
 small_db() {  # small_db ROW OUT: render one of the effect check's databases (100 classes x 40 images, 32 px)
-  local row=$1 out=$2 size=(--classes "$SMALL_CLASSES" --instances "$SMALL_INSTANCES" --workers 2 --no-progress)
+  local row=${1%%@*} out=$2 size=(--classes "$SMALL_CLASSES" --instances "$SMALL_INSTANCES" --workers 2 --no-progress)
+  local px=$((32 * RENDER_SCALE)) contour=()
+  # Every IFS database drawn the same way: 4,000 chaos-game points per 32 x 32 pixels as single pixels, 1 px
+  # padding per 32 px.
+  local ifs=(--size "$px" --pad "$RENDER_SCALE" --iterations $((4000 * RENDER_SCALE * RENDER_SCALE)) --draw-type point_gray)
+  [ "${CAP_LINES:-0}" = 1 ] && contour=(--line-num-max $(( (200 * px + 511) / 512 )))
   case "$row" in
-    fractaldb) "$PY" -m fdsl render fractaldb --out "$out" "${size[@]}" "${IFS_32[@]}" ;;
-    rcdb) "$PY" -m fdsl render rcdb --out "$out" "${size[@]}" --size 32 ;;
-    visualatom) "$PY" -m fdsl render visualatom --out "$out" "${size[@]}" --size 32 ;;
-    onepfrac*) "$PY" -m fdsl render onepfrac --out "$out" "${size[@]}" "${IFS_32[@]}" --delta "${row#onepfrac}" ;;
-    *) echo "unknown database row '$row' (fractaldb, rcdb, visualatom, onepfrac<delta>)" >&2; return 2 ;;
+    fractaldb) "$PY" -m fdsl render fractaldb --out "$out" "${size[@]}" "${ifs[@]}" ;;
+    ofdb2d) "$PY" -m fdsl render ofdb2d --out "$out" "${size[@]}" "${ifs[@]}" ;;
+    rcdb) "$PY" -m fdsl render rcdb --out "$out" "${size[@]}" --size "$px" "${contour[@]}" ;;
+    visualatom) "$PY" -m fdsl render visualatom --out "$out" "${size[@]}" --size "$px" "${contour[@]}" ;;
+    exfractaldb) "$PY" -m fdsl render exfractaldb --out "$out" "${size[@]}" --size "$px" ;;
+    onepfrac*) "$PY" -m fdsl render onepfrac --out "$out" "${size[@]}" "${ifs[@]}" --delta "${row#onepfrac}" ;;
+    *) echo "unknown database row '$row' (fractaldb, ofdb2d, rcdb, visualatom, exfractaldb, onepfrac<delta>)" >&2
+       return 2 ;;
   esac
 }
 
@@ -51,5 +82,7 @@ digits_finetune() {  # digits_finetune DIGITS RUNS EXPERIMENT SEED [CHECKPOINT]:
 }
 
 export_small_digits() {  # export_small_digits OUT: scikit-learn's digits, DIGITS_PER_CLASS training images per digit
-  "$PY" "$(dirname "${BASH_SOURCE[0]}")/export_digits.py" "$1" --size 32 --train-per-class "$DIGITS_PER_CLASS"
+  local select=()
+  [ "$SPLIT" = select ] && select=(--select)
+  "$PY" "$(dirname "${BASH_SOURCE[0]}")/export_digits.py" "$1" --size 32 --train-per-class "$DIGITS_PER_CLASS" "${select[@]}"
 }

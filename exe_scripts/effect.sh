@@ -9,6 +9,9 @@
 # The demo's claim over 5 seeds, pre-trained afresh per seed as 5 users would, with the plateau check:
 #   SEEDS="0 1 2 3 4" ROWS=fractaldb PRETRAIN_PER_SEED=1 PLATEAU=1 bash exe_scripts/effect.sh effect5
 # Writes WORK_DIR/effect.md, effect.csv and effect.png. A re-run keeps finished runs (delete WORK_DIR to redo).
+# Ablations: a row may carry variants (rcdb@k4, rcdb@e48, rcdb@lines; see with_variant in _digits.sh), and
+# SPLIT=select tests on held-out training digits, so that a recipe is chosen without the test digits:
+#   SPLIT=select ROWS="rcdb rcdb@k2 rcdb@k4 rcdb@lines rcdb@e48" bash exe_scripts/effect.sh ablation
 set -euo pipefail
 WORK_DIR=${1:-effect_out}
 SEEDS=${SEEDS:-0 1 2}
@@ -27,11 +30,17 @@ done_run() {  # a run is finished when its last checkpoint exists; an unfinished
   return 1
 }
 
+mkdir -p "$WORK_DIR"
+if [ -f "$WORK_DIR/split" ] && [ "$(cat "$WORK_DIR/split")" != "$SPLIT" ]; then
+  echo "error: $WORK_DIR holds runs tested on the '$(cat "$WORK_DIR/split")' split, not SPLIT=$SPLIT; give another WORK_DIR" >&2
+  exit 2
+fi
+echo "$SPLIT" > "$WORK_DIR/split"
 export_small_digits "$WORK_DIR/digits"
 for row in $ROWS; do
   [ -f "$WORK_DIR/db/$row/manifest.json" ] && [ -f "$WORK_DIR/db/$row/.complete" ] && continue
   echo "== building $row"
-  small_db "$row" "$WORK_DIR/db/$row"
+  with_variant "$row" small_db "$row" "$WORK_DIR/db/$row"
   touch "$WORK_DIR/db/$row/.complete"
 done
 for seed in $SEEDS; do
@@ -50,8 +59,8 @@ for seed in $SEEDS; do
   [ "$PRETRAIN_PER_SEED" = 1 ] || pre_seed=$(set -- $SEEDS; echo "$1")
   for row in $ROWS; do
     if ! done_run "pre_${row}_s$pre_seed"; then
-      echo "== pre-training on $row ($PRE_EPOCHS epochs, seed $pre_seed)"
-      small_pretrain "$WORK_DIR/db/$row" "$RUNS" "pre_${row}_s$pre_seed" "$pre_seed" \
+      echo "== pre-training on $row (seed $pre_seed)"
+      with_variant "$row" small_pretrain "$WORK_DIR/db/$row" "$RUNS" "pre_${row}_s$pre_seed" "$pre_seed" \
         > "$WORK_DIR/pre_${row}_s$pre_seed.log"
       touch "$RUNS/pre_${row}_s$pre_seed/.complete"
     fi
