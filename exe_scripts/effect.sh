@@ -17,7 +17,9 @@ WORK_DIR=${1:-effect_out}
 SEEDS=${SEEDS:-0 1 2}
 ROWS=${ROWS:-fractaldb rcdb visualatom onepfrac0.1 onepfrac0.01}
 PRETRAIN_PER_SEED=${PRETRAIN_PER_SEED:-0}
-PLATEAU=${PLATEAU:-0}  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
+SCRATCH=${SCRATCH:-1}  # 0: no scratch runs (a second effect.sh on the same WORK_DIR, other ROWS, in parallel)
+PLATEAU=${PLATEAU:-0}
+JOBS=${JOBS:-$(nproc)}  # runs at a time, one thread each  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
 source "$HERE/_digits.sh"
@@ -31,33 +33,45 @@ done_run() {  # a run is finished when its last checkpoint exists; an unfinished
 }
 
 mkdir -p "$WORK_DIR"
-if [ -f "$WORK_DIR/split" ] && [ "$(cat "$WORK_DIR/split")" != "$SPLIT" ]; then
-  echo "error: $WORK_DIR holds runs tested on the '$(cat "$WORK_DIR/split")' split, not SPLIT=$SPLIT; give another WORK_DIR" >&2
+digits_kind="split $SPLIT, $DIGITS_PER_CLASS per class"
+if [ -f "$WORK_DIR/digits/.complete" ] && [ "$(cat "$WORK_DIR/digits/.complete")" != "$digits_kind" ]; then
+  echo "error: $WORK_DIR holds runs on digits of $(cat "$WORK_DIR/digits/.complete"), not $digits_kind; give another WORK_DIR" >&2
   exit 2
 fi
-echo "$SPLIT" > "$WORK_DIR/split"
-export_small_digits "$WORK_DIR/digits"
+if [ ! -f "$WORK_DIR/digits/.complete" ]; then  # exported once: a second effect.sh on WORK_DIR may be reading them
+  export_small_digits "$WORK_DIR/digits"
+  echo "$digits_kind" > "$WORK_DIR/digits/.complete"
+fi
 for row in $ROWS; do
   [ -f "$WORK_DIR/db/$row/manifest.json" ] && [ -f "$WORK_DIR/db/$row/.complete" ] && continue
   echo "== building $row"
   with_variant "$row" small_db "$row" "$WORK_DIR/db/$row"
   touch "$WORK_DIR/db/$row/.complete"
 done
-for seed in $SEEDS; do
-  if ! done_run "ft_scratch_s$seed"; then
-    echo "== seed $seed: fine-tuning from scratch"
-    digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch_s$seed" "$seed" > "$WORK_DIR/ft_scratch_s$seed.log"
-    touch "$RUNS/ft_scratch_s$seed/.complete"
-  fi
-  if [ "$PLATEAU" = 1 ] && ! done_run "ft_scratch2x_s$seed"; then
-    echo "== seed $seed: fine-tuning from scratch for $((2 * FT_EPOCHS)) epochs"
-    FT_EPOCHS=$((2 * FT_EPOCHS)) digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch2x_s$seed" "$seed" \
-      > "$WORK_DIR/ft_scratch2x_s$seed.log"
-    touch "$RUNS/ft_scratch2x_s$seed/.complete"
-  fi
-  pre_seed=$seed
-  [ "$PRETRAIN_PER_SEED" = 1 ] || pre_seed=$(set -- $SEEDS; echo "$1")
-  for row in $ROWS; do
+first_seed=$(set -- $SEEDS; echo "$1")
+
+scratch_runs() {  # every seed of scratch (and of scratch at 2x epochs with PLATEAU=1)
+  local seed
+  for seed in $SEEDS; do
+    if ! done_run "ft_scratch_s$seed"; then
+      echo "== seed $seed: fine-tuning from scratch"
+      digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch_s$seed" "$seed" > "$WORK_DIR/ft_scratch_s$seed.log"
+      touch "$RUNS/ft_scratch_s$seed/.complete"
+    fi
+    if [ "$PLATEAU" = 1 ] && ! done_run "ft_scratch2x_s$seed"; then
+      echo "== seed $seed: fine-tuning from scratch for $((2 * FT_EPOCHS)) epochs"
+      FT_EPOCHS=$((2 * FT_EPOCHS)) digits_finetune "$WORK_DIR/digits" "$RUNS" "ft_scratch2x_s$seed" "$seed" \
+        > "$WORK_DIR/ft_scratch2x_s$seed.log"
+      touch "$RUNS/ft_scratch2x_s$seed/.complete"
+    fi
+  done
+}
+
+row_runs() {  # row_runs ROW SEED...: pre-train ROW (once, or per seed) and fine-tune from it with each SEED
+  local row=$1 seed pre_seed; shift
+  for seed in "$@"; do
+    pre_seed=$seed
+    [ "$PRETRAIN_PER_SEED" = 1 ] || pre_seed=$first_seed
     if ! done_run "pre_${row}_s$pre_seed"; then
       echo "== pre-training on $row (seed $pre_seed)"
       with_variant "$row" small_pretrain "$WORK_DIR/db/$row" "$RUNS" "pre_${row}_s$pre_seed" "$pre_seed" \
@@ -71,7 +85,33 @@ for seed in $SEEDS; do
       touch "$RUNS/ft_${row}_s$seed/.complete"
     fi
   done
+}
+
+# Independent chains run JOBS at a time, each on one thread: this model is too small for two threads to pay
+# (a run's figures do not depend on JOBS, only on its seed). A chain is scratch, or one row with its seeds (one
+# chain per seed with PRETRAIN_PER_SEED=1).
+chains=()
+[ "$SCRATCH" = 1 ] && chains+=("scratch")
+for row in $ROWS; do
+  if [ "$PRETRAIN_PER_SEED" = 1 ]; then
+    for seed in $SEEDS; do chains+=("$row $seed"); done
+  else
+    chains+=("$row $SEEDS")
+  fi
 done
+[ "$JOBS" -gt 1 ] && export OMP_NUM_THREADS=1
+pids=()
+for chain in "${chains[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  if [ "$chain" = scratch ]; then scratch_runs & else row_runs $chain & fi
+  pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+if [ "$failed" = 1 ]; then
+  echo "error: a run failed; its log is in $WORK_DIR/*.log (a re-run keeps the finished runs)" >&2
+  exit 1
+fi
 echo
 "$PY" "$HERE/effect_report.py" "$RUNS" --out "$WORK_DIR/effect"
 per_seed=$([ "$PRETRAIN_PER_SEED" = 1 ] && echo "for each seed" || echo "once")

@@ -12,8 +12,24 @@ import os
 import re
 import statistics
 
-LABELS = {"scratch": "from scratch", "scratch2x": "from scratch, 2x epochs", "fractaldb": "FractalDB", "rcdb": "RCDB", "visualatom": "VisualAtom",
+LABELS = {"scratch": "from scratch", "scratch2x": "from scratch, 2x epochs", "fractaldb": "FractalDB",
+          "ofdb2d": "2D-OFDB", "rcdb": "RCDB", "visualatom": "VisualAtom", "exfractaldb": "ExFractalDB",
           "onepfrac0.1": "1p-frac, delta 0.1", "onepfrac0.01": "1p-frac, delta 0.01"}
+VARIANTS = {"k": "rendered at {}x", "e": "{} pre-training epochs"}
+
+
+def label(row: str) -> str:
+    """'rcdb@k4@e48' -> 'RCDB, rendered at 4x, 48 pre-training epochs' (effect.sh's row variants)."""
+    family, *variants = row.split("@")
+    parts = [LABELS.get(family, family)]
+    for v in variants:
+        if v == "lines":
+            parts.append("lines capped to the size")
+        elif v[:1] in VARIANTS and v[1:].isdigit():
+            parts.append(VARIANTS[v[:1]].format(v[1:]))
+        else:
+            parts.append(v)
+    return ", ".join(parts)
 
 
 def final_top1(run_dir: str) -> float | None:
@@ -42,13 +58,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def table(results: dict[str, dict[int, float]]) -> list[dict]:
     scratch = results.get("scratch", {})
     longer = results.get("scratch2x", {})
-    order = [r for r in LABELS if r in results] + sorted(set(results) - set(LABELS))
+    families = list(LABELS)
+    order = sorted(results, key=lambda r: (families.index(r.split("@")[0]) if r.split("@")[0] in LABELS
+                                           else len(families), r))
     rows = []
     for row in order:
         seeds = sorted(results[row])
         acc = [results[row][s] for s in seeds]
         paired = [results[row][s] - scratch[s] for s in seeds if s in scratch]
-        entry = {"row": row, "label": LABELS.get(row, row), "seeds": seeds, "top1": acc, "mean_std": mean_std(acc)}
+        entry = {"row": row, "label": label(row), "seeds": seeds, "top1": acc, "mean_std": mean_std(acc)}
         if row != "scratch" and paired:
             entry["gain"] = mean_std(paired)
             entry["gains"] = paired
