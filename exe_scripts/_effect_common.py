@@ -1,9 +1,9 @@
 """What the self-supervised effect checks (hpt_effect.py, ssl_effect.py) share: fdsl commands run in a pool of
 worker processes, and the per-seed table (mean +- std, gain over a counterpart paired by seed).
 
-The commands run in-process in JOBS spawned workers (one torch thread each when JOBS > 1), each importing torch,
-timm and torchvision once: a fresh `python -m fdsl` per run costs about 6 CPU seconds of imports, more than
-many of these runs themselves. Each command's output goes to WORK/logs/<name>.log.
+The commands run in-process in JOBS spawned workers (OMP_NUM_THREADS, else cores / JOBS torch threads each),
+each importing torch, timm and torchvision once: a fresh `python -m fdsl` per run costs about 6 CPU seconds of
+imports, more than many of these runs themselves. Each command's output goes to WORK/logs/<name>.log.
 """
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ class Pool:
         self.logs = os.path.join(work, "logs")
         os.makedirs(self.logs, exist_ok=True)
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // max(1, jobs)))
         self.executor = ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn"), initializer=_worker_init,
-                                            initargs=(1 if jobs > 1 else 2, repo))
+                                            initargs=(int(threads), repo))
 
     def __enter__(self):
         return self

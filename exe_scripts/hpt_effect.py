@@ -13,7 +13,7 @@ in fewer steps" read off the k-NN curves: per seed, the first step (linear betwe
 FractalDB + SSL reaches the k-NN top-1 that random init + SSL has at its last step; steps saved = STEPS minus
 that step ("never" if it is not reached). The chart: k-NN top-1 vs step, mean over seeds, min-max band.
 
-    PYTHONPATH=. python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 120] [--quick]
+    PYTHONPATH=. python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 48] [--quick]
 
 A re-run skips what is finished (the HPT runner's .done markers, the base's link); WORK remembers its sizes
 and refuses others (give another WORK). Digits: images 0-999 train (SSL and probe training), 1000-1398 val
@@ -52,22 +52,22 @@ def options(argv=None):
     p.add_argument("work")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["moco", "byol"], choices=["moco", "byol"])
-    p.add_argument("--steps", type=int, default=120, help="SSL optimiser steps on the digits (each of --batch)")
-    p.add_argument("--knn-every", type=int, default=20, help="steps between k-NN probes during SSL")
+    p.add_argument("--steps", type=int, default=48, help="SSL optimiser steps on the digits (each of --batch)")
+    p.add_argument("--knn-every", type=int, default=8, help="steps between k-NN probes during SSL")
     p.add_argument("--batch", type=int, default=64, help="SSL batch (MoCo and BYOL alike, no accumulation)")
     p.add_argument("--queue", type=int, default=4096, help="MoCo queue (a multiple of --batch)")
     p.add_argument("--arch", default="resnet10t", help="timm ResNet (the same for the FractalDB base)")
     p.add_argument("--random-init", default="auto", help="HPT random_init: auto (OpenSelfSup's), model (timm's)")
     p.add_argument("--classes", type=int, default=100, help="FractalDB classes")
     p.add_argument("--instances", type=int, default=40, help="FractalDB images per class")
-    p.add_argument("--fractal-epochs", type=int, default=3, help="supervised epochs of the base on FractalDB")
-    p.add_argument("--probe-steps", type=int, default=100, help="linear-probe steps (of 64)")
-    p.add_argument("--probe-evals", type=int, default=4, help="val+test evaluations per linear probe")
+    p.add_argument("--fractal-epochs", type=int, default=2, help="supervised epochs of the base on FractalDB")
+    p.add_argument("--probe-steps", type=int, default=60, help="linear-probe steps (of 64)")
+    p.add_argument("--probe-evals", type=int, default=3, help="val+test evaluations per linear probe")
     p.add_argument("--train-images", type=int, default=0, help="the first N training digits only (0: all 1,000)")
     p.add_argument("--eval-images", type=int, default=0, help="the first N val and N test digits only (0: all)")
-    p.add_argument("--jobs", type=int, default=2, help="processes at a time (one torch thread each when > 1)")
-    p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.03, 0.3, 3.0],
-                   help="linear-probe lrs swept per backbone (feature scales differ by 25x); best val kept")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores / JOBS torch threads (2 on a 2-core machine: 1 thread each)")
+    p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.3],
+                   help="linear-probe lrs; several: swept per backbone, the best val kept (hpt_digits.py: 0.03 0.3 3)")
     p.add_argument("--quick", action="store_true", help="smoke-test sizes (flags given still win): "
                    + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     if "--quick" in (sys.argv[1:] if argv is None else argv):
