@@ -13,7 +13,7 @@ in fewer steps" read off the k-NN curves: per seed, the first step (linear betwe
 FractalDB + SSL reaches the k-NN top-1 that random init + SSL has at its last step; steps saved = STEPS minus
 that step ("never" if it is not reached). The chart: k-NN top-1 vs step, mean over seeds, min-max band.
 
-    PYTHONPATH=. python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 48] [--quick]
+    python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 48] [--quick]
 
 A re-run skips what is finished (the HPT runner's .done markers, the base's link); WORK remembers its sizes
 and refuses others (give another WORK). Digits: images 0-999 train (SSL and probe training), 1000-1398 val
@@ -29,7 +29,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its sibling scripts, and the fdsl of this checkout
 from _effect_common import Pool, check_sizes, seeds_table, spread
 from hpt_digits import export_digits
 
@@ -312,9 +312,6 @@ def chart(curves: dict, path: str, args) -> None:
 def main(argv=None) -> None:
     args = options(argv)
     work = os.path.abspath(args.work)
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    os.environ["PYTHONPATH"] = os.path.dirname(HERE) + (os.pathsep + os.environ["PYTHONPATH"]
-                                                        if os.environ.get("PYTHONPATH") else "")
     check_sizes(work, {k: getattr(args, k) for k in SIZES})
     started = time.perf_counter()
     digits = os.path.join(work, "digits")

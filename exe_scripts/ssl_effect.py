@@ -14,7 +14,7 @@ the 1,000 training digits, tested on the 797 test digits after the last epoch (n
 digits). Then WORK/ssl_effect.{md,csv,png}: probe top-1 per seed, mean +- std, and the gain over the random-init
 trunk paired by seed.
 
-    PYTHONPATH=. python exe_scripts/ssl_effect.py WORK [--seeds 0 1 2] [--epochs 10] [--quick]
+    python exe_scripts/ssl_effect.py WORK [--seeds 0 1 2] [--epochs 10] [--quick]
 
 A re-run skips finished runs (their last.pth.tar and .complete); WORK remembers its sizes and refuses others
 (give another WORK). Logs: WORK/logs/.
@@ -28,7 +28,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its sibling scripts, and the fdsl of this checkout
 from _effect_common import Pool, check_sizes, seeds_table
 from export_digits import export
 
