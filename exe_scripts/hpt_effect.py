@@ -1,12 +1,15 @@
 """The HPT effect over seeds, on a CPU, with scikit-learn's digits (32 px) as the target data set.
 
-Per seed s (pre-training, base and probe seeds all s):
-  1. a supervised `fdsl pretrain` of a small ResNet on a small FractalDB (rendered once, 100 classes x 40
-     images at 32 px): the base, WORK/s<s>/fractaldb.pth.tar;
-  2. an HPT project WORK/s<s>/hpt (`fdsl hpt project` / `run`): MoCo v2 and BYOL on the digits for STEPS
-     optimiser steps each, from random init and from the base, the k-NN probe logged every KNN_EVERY steps;
-     linear probes (frozen, lr chosen on val, test at best val) of the six backbones: random init and the
-     base without SSL, and the four SSL runs.
+Per seed s (the base, the SSL runs and the probes all use seed s; the FractalDB images are rendered once):
+  1. a supervised `fdsl pretrain` of a small ResNet (resnet10t) on a small FractalDB (100 classes x 40 images,
+     32 px): the base, WORK/s<s>/fractaldb.pth.tar;
+  2. an HPT project WORK/s<s>/hpt (`fdsl hpt project`; its jobs run as `fdsl hpt run` runs them, with its
+     .proc/.done markers, so `fdsl hpt run WORK/s<s>/hpt --list -a` shows them): MoCo v2 and BYOL on the
+     1,000 training digits for STEPS optimiser steps of BATCH images each (BYOL without the published doubling
+     of the budget), from random init (HPT's published OpenSelfSup-style init) and from the base, with the k-NN
+     probe (k=20, on val) logged every KNN_EVERY steps; linear probes (frozen, `linear: seed: s`, test at the
+     best val of the second half, lr chosen on val when several) of the six backbones: random init and the base
+     without SSL, and the four SSL runs.
 Then WORK/hpt_effect.{md,csv,png}: linear-probe test top-1 per seed, mean +- std, the gain of each FractalDB row
 over its random-init counterpart paired by seed; and HPT's claim "a good base reaches the same k-NN accuracy
 in fewer steps" read off the k-NN curves: per seed, the first step (linear between logged points) at which
@@ -15,9 +18,12 @@ that step ("never" if it is not reached). The chart: k-NN top-1 vs step, mean ov
 
     python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 48] [--quick]
 
-A re-run skips what is finished (the HPT runner's .done markers, the base's link); WORK remembers its sizes
-and refuses others (give another WORK). Digits: images 0-999 train (SSL and probe training), 1000-1398 val
-(k-NN probe, probe lr and step), 1399-1796 test. Logs: WORK/logs/.
+Default sizes: about 960 CPU seconds for 3 seeds (base 36, SSL 4 x 48, probes 6 x 14 per seed), so 8-9 minutes
+on 2 cores; --quick: about a minute. The probes are short at these sizes (still rising at the last step): they
+rank backbones, they do not measure converged linear accuracy (hpt_digits.py's probe: --probe-steps 150
+--probe-lrs 0.03 0.3 3). A re-run skips what is finished (the runner's .done markers, the base's link); WORK
+remembers its sizes and refuses others (give another WORK). Digits: images 0-999 train (SSL and probe
+training), 1000-1398 val (k-NN probe, probe lr and step), 1399-1796 test. Logs: WORK/logs/.
 """
 from __future__ import annotations
 
