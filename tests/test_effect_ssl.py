@@ -4,6 +4,7 @@ smoke size end to end (about 30-45 s each on one core), and the arithmetic of th
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,53 @@ def test_seeds_table_pairs_gains_by_seed_and_skips_missing_rows():
     assert lines[3] == "| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 (+10.0 / +2.0 / +10.0) |"
     assert lines[4] == "| one seed | 1 | 50.0 | 50.0 ± 0.0 | -20.0 ± 0.0 (-20.0) |"  # paired with seed 1 only
     assert len(lines) == 5  # "absent" has no results: no row
+
+
+def fake_hpt_seed(work, seed: int, probe: dict, knn: dict) -> None:
+    """The files `fdsl hpt run` leaves for one seed: a linear probe per backbone (2 evaluations; the second
+    counts) and a k-NN log per SSL run."""
+    root = work / f"s{seed}" / "hpt"
+    root.mkdir(parents=True)
+    (root / "project.yaml").write_text("shortname: digits\n")
+    for (base, tag), top1 in probe.items():
+        run = root / "work" / "linear-eval" / f"{base}_basetrain" / f"{tag}-linear-eval-lr-s{seed}"
+        run.mkdir(parents=True)
+        rows = [{"step": 5, "val_top1": 10.0, "test_top1": 11.0}, {"step": 10, "val_top1": 50.0, "test_top1": top1}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "run.json").write_text(json.dumps({"expected_evals": 2}))
+    for (base, tag), curve in knn.items():
+        run = root / "work" / "pretrain" / f"{base}_basetrain" / tag
+        run.mkdir(parents=True)
+        (run / "knn.jsonl").write_text("".join(json.dumps({"step": s, "knn_top1": a}) + "\n" for s, a in curve))
+
+
+def test_hpt_report_reads_the_runs_of_each_seed(tmp_path):
+    probe = {("no", "0-iters"): 20.0, ("fractaldb", "0-iters"): 30.0, ("no", "30-iters"): 60.0,
+             ("fractaldb", "30-iters"): 65.0, ("no", "30byol-iters"): 62.0, ("fractaldb", "30byol-iters"): 61.0}
+    random_moco = [(0, 85.0), (10, 82.0), (20, 81.0), (30, 80.0)]
+    fake_hpt_seed(tmp_path, 0, probe, {("no", "30-iters"): random_moco,
+                                       ("fractaldb", "30-iters"): [(0, 60.0), (10, 70.0), (20, 90.0), (30, 88.0)],
+                                       ("no", "30byol-iters"): [(0, 85.0), (30, 86.0)],
+                                       ("fractaldb", "30byol-iters"): [(0, 90.0), (30, 91.0)]})
+    fake_hpt_seed(tmp_path, 1, {k: v + 2.0 for k, v in probe.items()},
+                  {("no", "30-iters"): random_moco, ("fractaldb", "30-iters"): [(0, 60.0), (30, 79.0)],
+                   ("no", "30byol-iters"): [(0, 85.0), (30, 86.0)],
+                   ("fractaldb", "30byol-iters"): [(0, 70.0), (10, 80.0), (20, 86.0), (30, 87.0)],
+                   ("fractaldb", "30bn-iters"): [(0, 1.0), (30, 2.0)]})  # not a row of the table
+    args = hpt_effect.options([str(tmp_path), "--seeds", "0", "1", "--steps", "30", "--knn-every", "10"])
+    text = hpt_effect.report(str(tmp_path), [0, 1], args)
+    assert "| random init, no SSL | 2 | 20.0 / 22.0 | 21.0 ± 1.4 |  |" in text
+    assert "| FractalDB + MoCo v2 | 2 | 65.0 / 67.0 | 66.0 ± 1.4 | +5.0 ± 0.0 (+5.0 / +5.0) |" in text
+    assert "| FractalDB + BYOL | 2 | 61.0 / 63.0 | 62.0 ± 1.4 | -1.0 ± 0.0 (-1.0 / -1.0) |" in text
+    # MoCo: seed 0 reaches 80 halfway from step 10 (70) to 20 (90), seed 1 never; BYOL: 0 and 20 -> 30 and 10 saved
+    assert "| MoCo v2 | 2 | 80.0 / 80.0 | 15 / never | 15 ± 0 (seeds 1: never) |" in text
+    assert "| BYOL | 2 | 86.0 / 86.0 | 0 / 20 | 20 ± 14 |" in text
+    assert (tmp_path / "hpt_effect.md").read_text() == text + "\n"
+    rows = read_csv(tmp_path / "hpt_effect.csv")
+    assert {(r["row"], r["seed"]): r["steps_saved"] for r in rows if r["steps_saved"]} == {
+        ("fractaldb+moco", "0"): "15.0", ("fractaldb+moco", "1"): "never", ("fractaldb+byol", "0"): "30.0",
+        ("fractaldb+byol", "1"): "10.0"}
+    assert (tmp_path / "hpt_effect.png").stat().st_size > 5000
 
 
 def run_script(name: str, *argv, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -107,3 +155,24 @@ def test_ssl_effect_smoke_writes_every_row_and_its_gain(tmp_path):
     assert "super_classes: 8\n" in args["deepercluster"] and "rotnet: true\n" in args["deepercluster"]
     assert f"data_path: {work / 'fractaldb'}\n" in args["deepercluster_fractaldb"]
     assert f"data_path: {work / 'digits' / 'train'}\n" in args["deepercluster"]
+
+
+def test_effect_sh_hands_the_ssl_rows_to_their_scripts(tmp_path):
+    """ROWS of SSL rows only: effect.sh runs no supervised row and calls each script with SEEDS and its extra
+    flags (PYTHON is a stub that prints its arguments); SPLIT=select refuses them before any work."""
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\necho "called: $*"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub), "SEEDS": "0 1", "ROWS": "hpt deepercluster", "HPT_ARGS": "--quick",
+           "SSL_ARGS": "--epochs 2 --rows rotnet"}
+    proc = subprocess.run(["bash", os.path.join(EXE, "effect.sh"), str(tmp_path / "fx")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    calls = [line.removeprefix("called: ") for line in proc.stdout.splitlines() if line.startswith("called: ")]
+    assert calls == [f"{EXE}/hpt_effect.py {tmp_path}/fx/hpt --seeds 0 1 --quick",
+                     f"{EXE}/ssl_effect.py {tmp_path}/fx/ssl --seeds 0 1 --epochs 2 --rows rotnet"]
+    refused = subprocess.run(["bash", os.path.join(EXE, "effect.sh"), str(tmp_path / "fy")],
+                             env={**env, "SPLIT": "select", "ROWS": "fractaldb hpt"}, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "self-supervised rows (hpt)" in refused.stderr and not refused.stdout
+    assert not (tmp_path / "fy").exists()
