@@ -46,8 +46,9 @@ ROWS = {
     "random+moco": ("no", "moco", True), "fractaldb+moco": (BASE, "moco", True),
     "random+byol": ("no", "byol", True), "fractaldb+byol": (BASE, "byol", True),
 }
-LABELS = {"random": "random init, no SSL", "fractaldb": "FractalDB base, no SSL", "random+moco": "random init + MoCo v2",
-          "fractaldb+moco": "FractalDB + MoCo v2", "random+byol": "random init + BYOL", "fractaldb+byol": "FractalDB + BYOL"}
+LABELS = {"random": "random init, no SSL", "fractaldb": "FractalDB base, no SSL",
+          "random+moco": "random init + MoCo v2", "fractaldb+moco": "FractalDB + MoCo v2",
+          "random+byol": "random init + BYOL", "fractaldb+byol": "FractalDB + BYOL"}
 PAIRED = {"fractaldb": "random", "fractaldb+moco": "random+moco", "fractaldb+byol": "random+byol"}
 QUICK = {"steps": 12, "knn_every": 4, "fractal_epochs": 1, "classes": 10, "instances": 10, "probe_steps": 12,
          "probe_evals": 2, "probe_lrs": [0.3], "batch": 32, "queue": 256, "train_images": 200, "eval_images": 100}
@@ -71,7 +72,8 @@ def options(argv=None):
     p.add_argument("--probe-evals", type=int, default=3, help="val+test evaluations per linear probe")
     p.add_argument("--train-images", type=int, default=0, help="the first N training digits only (0: all 1,000)")
     p.add_argument("--eval-images", type=int, default=0, help="the first N val and N test digits only (0: all)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores / JOBS torch threads (2 on a 2-core machine: 1 thread each)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="runs at a time, each with cores / JOBS torch threads (2 on a 2-core machine: 1 thread each)")
     p.add_argument("--probe-lrs", type=float, nargs="+", default=[0.3],
                    help="linear-probe lrs; several: swept per backbone, the best val kept (hpt_digits.py: 0.03 0.3 3)")
     p.add_argument("--quick", action="store_true", help="smoke-test sizes (flags given still win): "
@@ -81,8 +83,8 @@ def options(argv=None):
     return p.parse_args(argv)
 
 
-SIZES = ("train_images", "eval_images", "methods", "steps", "knn_every", "batch", "queue", "arch", "random_init", "classes", "instances",
-         "fractal_epochs", "probe_steps", "probe_evals", "probe_lrs")
+SIZES = ("train_images", "eval_images", "methods", "steps", "knn_every", "batch", "queue", "arch", "random_init",
+         "classes", "instances", "fractal_epochs", "probe_steps", "probe_evals", "probe_lrs")
 
 
 def subset_lists(digits: str, args) -> None:
@@ -133,7 +135,8 @@ def project(work: str, digits: str, seed: int, args) -> str:
     cfg = {
         "shortname": "digits", "arch": args.arch, "crop_size": 32, "test_precrop_size": 32,
         "data": {"root": digits, "pretrain_list": "train_used.txt", "train_list": "train_used.txt",
-                 "val_list": "val_used.txt", "test_list": "test_used.txt", "num_classes": 10, "mean": [0.25] * 3, "std": [0.35] * 3},
+                 "val_list": "val_used.txt", "test_list": "test_used.txt", "num_classes": 10,
+                 "mean": [0.25] * 3, "std": [0.35] * 3},
         "random_init": args.random_init, "base_weights": [base_link(work, seed), ""], "bt_iters": [args.steps],
         "no_bt_iters": [args.steps], "methods": list(args.methods),
         "published_schedule": False,  # BYOL trains STEPS steps, as MoCo does (published: 2 x STEPS)
@@ -212,7 +215,8 @@ def knn_curve(root: str, basetrain: str, method: str, steps: int) -> list[tuple[
     from fdsl.ssl.hpt.project import stage_tag
     from fdsl.ssl.hpt.results import read_jsonl
 
-    path = os.path.join(root, "work", "pretrain", f"{basetrain}_basetrain", stage_tag(steps, method, False), "knn.jsonl")
+    tag = stage_tag(steps, method, False)
+    path = os.path.join(root, "work", "pretrain", f"{basetrain}_basetrain", tag, "knn.jsonl")
     rows = read_jsonl(path) if os.path.isfile(path) else []
     return [(r["step"], r["knn_top1"]) for r in rows if r.get("knn_top1") is not None]
 
@@ -253,7 +257,8 @@ def report(work: str, seeds: list[int], args) -> str:
              f"SSL reaches at step {args.steps} (linear between the points logged every {args.knn_every} steps); "
              f"steps saved = {args.steps} - that step")
     lines += ["", claim, "",
-              "| SSL | seeds | random init, k-NN at the last step | FractalDB reaches it at step | steps saved, mean ± std |",
+              ("| SSL | seeds | random init, k-NN at the last step | FractalDB reaches it at step "
+               "| steps saved, mean ± std |"),
               "| --- | --- | --- | --- | --- |"]
     saved_by: dict = {}
     for method in args.methods:
@@ -303,7 +308,8 @@ def chart(curves: dict, path: str, args) -> None:
         values = np.array([[np.interp(x, *zip(*sorted(c))) for x in steps] for c in by_seed.values()])
         method = ROWS[row][1]
         style = "-" if row.startswith("fractaldb") else "--"
-        ax.plot(steps, values.mean(0), style, marker=".", color=colours[method], label=f"{LABELS[row]} ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})")
+        label = f"{LABELS[row]} ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})"
+        ax.plot(steps, values.mean(0), style, marker=".", color=colours[method], label=label)
         ax.fill_between(steps, values.min(0), values.max(0), color=colours[method], alpha=0.15, linewidth=0)
     ax.set_xlabel("SSL steps on the digits (step 0: the starting backbone)")
     ax.set_ylabel("k-NN top-1 on val (%)")

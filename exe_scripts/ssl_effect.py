@@ -37,7 +37,8 @@ from export_digits import export
 
 # row -> (label, data: digits or fractaldb, deepercluster flags beyond the shared recipe)
 METHODS = {
-    "deepcluster": ("DeepCluster on digits", "digits", lambda a: ["--super_classes", 1, "--rotnet", "false", "--k", a.k]),
+    "deepcluster": ("DeepCluster on digits", "digits",
+                    lambda a: ["--super_classes", 1, "--rotnet", "false", "--k", a.k]),
     "rotnet": ("RotNet on digits", "digits", lambda a: ["--super_classes", 4, "--rotnet", "true", "--k", 1]),
     "deepercluster": ("DeeperCluster on digits", "digits",
                       lambda a: ["--super_classes", a.super_classes, "--rotnet", "true", "--k", a.k]),
@@ -70,7 +71,8 @@ def options(argv=None):
     p.add_argument("--fractal-instances", type=int, default=20)
     p.add_argument("--digits-per-class", type=int, default=0,
                    help="training digits per class (0: all 1,000; the 797 test digits always)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores / JOBS torch threads (2 on a 2-core machine: 1 thread each)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="runs at a time, each with cores / JOBS torch threads (2 on a 2-core machine: 1 thread each)")
     p.add_argument("--quick", action="store_true", help="smoke-test sizes (flags given still win): "
                    + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     if "--quick" in (sys.argv[1:] if argv is None else argv):
@@ -177,8 +179,10 @@ def report(work: str, args) -> str:
 def chart(results: dict, labels: dict, path: str, title: str) -> None:
     from effect_report import bar_chart, mean_std
 
-    rows = [{"row": "scratch" if r == "random" else r, "label": label, "top1": [v for _, v in sorted(results[r].items())],
-             "mean_std": mean_std(list(results[r].values()))} for r, label in labels.items() if results.get(r)]
+    # effect_report's chart greys the "scratch" bar: the random-init trunk here
+    rows = [{"row": "scratch" if r == "random" else r, "label": label,
+             "top1": [v for _, v in sorted(results[r].items())], "mean_std": mean_std(list(results[r].values()))}
+            for r, label in labels.items() if results.get(r)]
     if rows:
         bar_chart(rows, path, title.split(";")[0] + "; bars: mean ± std, dots: seeds")
 
