@@ -25,6 +25,28 @@ export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
 source "$HERE/_digits.sh"
 RUNS=$WORK_DIR/runs
 started=$SECONDS
+# Self-supervised rows, named in ROWS beside the databases: hpt (exe_scripts/hpt_effect.py: MoCo v2 and BYOL on the
+# digits from random init and from a FractalDB base, and the k-NN steps a base saves) and deepercluster
+# (exe_scripts/ssl_effect.py: DeepCluster, RotNet and DeeperCluster on the digits, DeeperCluster on FractalDB,
+# probed against a random-init trunk). Each runs with SEEDS into WORK_DIR/hpt or WORK_DIR/ssl (resumable; about
+# 8-9 min each on 2 cores; HPT_ARGS / SSL_ARGS add flags, e.g. --quick) and prints its tables after the supervised
+# table; ROWS of self-supervised rows only run no supervised row.
+SSL_ROWS=$(for row in $ROWS; do case "$row" in hpt | deepercluster) echo "$row" ;; esac; done)
+ROWS=$(for row in $ROWS; do case "$row" in hpt | deepercluster) ;; *) echo "$row" ;; esac; done)
+if [ -n "$SSL_ROWS" ] && [ "$SPLIT" != test ]; then
+  echo "error: the self-supervised rows ($(echo $SSL_ROWS)) test on the test digits; run them without SPLIT=$SPLIT" >&2
+  exit 2
+fi
+ssl_rows() {
+  for row in $SSL_ROWS; do
+    echo
+    case "$row" in
+      hpt) "$PY" "$HERE/hpt_effect.py" "$WORK_DIR/hpt" --seeds $SEEDS ${HPT_ARGS:-} ;;
+      deepercluster) "$PY" "$HERE/ssl_effect.py" "$WORK_DIR/ssl" --seeds $SEEDS ${SSL_ARGS:-} ;;
+    esac
+  done
+}
+if [ -z "$ROWS" ] && [ -n "$SSL_ROWS" ]; then ssl_rows; exit 0; fi
 
 done_run() {  # a run is finished when its last checkpoint exists; an unfinished one is started afresh
   [ -f "$RUNS/$1/last.pth.tar" ] && [ -f "$RUNS/$1/.complete" ] && return 0
@@ -117,3 +139,4 @@ echo
 per_seed=$([ "$PRETRAIN_PER_SEED" = 1 ] && echo "for each seed" || echo "once")
 echo "(pre-training $PRE_EPOCHS epochs, $per_seed; fine-tuning $FT_EPOCHS epochs on $DIGITS_PER_CLASS digits per class;" \
      "seeds: $SEEDS; $(( (SECONDS - started) / 60 )) min)"
+ssl_rows

@@ -355,6 +355,10 @@ def test_linear_eval_drops_are_the_published_1651_3333():
     assert {tuple(c["lr_steps"]) for c in configs.values()} == {(1651, 3333)} == {tuple(PROBE["lr_steps"][0])}
     p["linear"]["lr"] = [3.0, 30.0]  # a sweep names each lr
     assert "linear-eval/linear-eval-lr3-s0.yaml" in project.linear_configs(p)
+    p["linear"].update({"lr": 30.0, "seed": 2, "reruns": 1})  # one seed of a per-seed study, named by it
+    configs = project.linear_configs(p)
+    assert list(configs) == ["linear-eval/linear-eval-lr-s2.yaml"] and configs[
+        "linear-eval/linear-eval-lr-s2.yaml"]["seed"] == 2
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "torchvision:resnet50"])

@@ -60,7 +60,8 @@ DEFAULTS = {
     "pretrain": {},  # any other `fdsl hpt pretrain` option for every pre-training stage (batch_size, lr, ...)
     # lr: one value (published 30), or a list to sweep (the plots then keep the lr with the best val)
     # lr_drops: None = the published 1651, 3333 (scaled when iters is not 5000)
-    "linear": {"iters": 5000, "lr": 30.0, "lr_drops": None, "reruns": 3, "batch_size": 512,
+    # reruns: seeds seed .. seed + reruns - 1 (published: 0, 1, 2); a per-seed study sets seed and reruns 1
+    "linear": {"iters": 5000, "lr": 30.0, "lr_drops": None, "reruns": 3, "seed": 0, "batch_size": 512,
                "eval_interval": 100, "workers": 8},
     "finetune": {"num_train_labels": [1000, "all"], "lrs": [0.01, 0.001], "by_iter": 2500,
                  "by_iter_lr_steps": [833, 1667], "by_epoch": 90, "by_epoch_lr_steps": [30, 60],
@@ -229,7 +230,7 @@ def linear_configs(p: dict) -> dict[str, dict]:
     out = {}
     lrs = lin["lr"] if isinstance(lin["lr"], list) else [lin["lr"]]
     for lr in lrs:
-        for seed in range(int(lin["reruns"])):
+        for seed in range(int(lin["seed"]), int(lin["seed"]) + int(lin["reruns"])):
             cfg = _data_keys(p)
             cfg.update({"protocol": "linear", "train_list": d["train_list"], "val_list": d["val_list"],
                         "test_list": d["test_list"], "test_precrop_size": p["test_precrop_size"],
