@@ -1,12 +1,14 @@
 # The laptop-scale recipe shared by the demo (demo_train.sh) and the pre-training-effect check (effect.sh):
-# 32 px formula-driven databases of 100 classes x 40 images, a small ViT pre-trained for 24 epochs, then
+# formula-driven databases of 100 classes x 40 images rendered at 64 px, a small ViT pre-trained on them at 32 px
+# (the loader's crops downsample them) for 24 epochs, then
 # fine-tuned on scikit-learn's digits: 30 training images per digit (300), tested on the 797 held-out images,
 # 60 epochs without augmentation. docs/benchmarks.md says why this fine-tuning (scratch has plateaued there;
 # with all 1,000 training digits and crops, scratch catches up at this scale). Sourced; knobs: PRE_EPOCHS,
 # FT_EPOCHS, FT_EVAL_INTERVAL, DIGITS_PER_CLASS, PYTHON, and SMALL_CLASSES / SMALL_INSTANCES (the databases' size, for quick checks);
-# RENDER_SCALE=k renders every database at k x 32 px (the loader's crop downsamples it to 32 px, as the papers render
-# at 362-512 px and train at 224), with k x k as many chaos-game points; SPLIT=select tests on the 700 training digits
-# that the 30 per class leave out instead of the 797 test digits (for choosing a recipe).
+# RENDER_SCALE=k renders every database at k x 32 px (default 2; the loader's crop downsamples it to 32 px, as the
+# papers render at 362-512 px and train at 224), with k x k as many chaos-game points; docs/benchmarks.md shows how 2
+# was chosen. SPLIT=select tests on the 700 training digits that the 30 per class leave out instead of the 797 test
+# digits (for choosing a recipe).
 # shellcheck shell=bash
 PY=${PYTHON:-python}
 PRE_EPOCHS=${PRE_EPOCHS:-24}
@@ -27,7 +29,7 @@ SMALL_OPTIM=(--opt adamw --lr 1e-3 --weight-decay 0.05 --sched cosine_iter --war
 # training process than through a DataLoader worker (-j 0).
 PRE_AUG=(-b 64 --scale 0.75 1.0 --ratio 0.9 1.1 --hflip 0.5 --drop-path 0.1)
 FT_AUG=(-b 16 -vb 8 --scale 1.0 1.0 --ratio 1.0 1.0 --hflip 0)
-RENDER_SCALE=${RENDER_SCALE:-1}
+RENDER_SCALE=${RENDER_SCALE:-2}
 SPLIT=${SPLIT:-test}
 
 with_variant() {  # with_variant ROW COMMAND...: run COMMAND in a subshell with ROW's variant settings
@@ -50,7 +52,7 @@ with_variant() {  # with_variant ROW COMMAND...: run COMMAND in a subshell with 
   )
 }
 
-small_db() {  # small_db ROW OUT: render one of the effect check's databases (100 classes x 40 images, 32 px)
+small_db() {  # small_db ROW OUT: render one of the effect check's databases (100 classes x 40 images, k x 32 px)
   local row=${1%%@*} out=$2 size=(--classes "$SMALL_CLASSES" --instances "$SMALL_INSTANCES" --workers 2 --no-progress)
   local px=$((32 * RENDER_SCALE)) contour=()
   # Every IFS database drawn the same way: 4,000 chaos-game points per 32 x 32 pixels as single pixels, 1 px

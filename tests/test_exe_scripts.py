@@ -232,3 +232,37 @@ def test_effect_sh_runs_a_row_end_to_end(tmp_path):
     assert (tmp_path / "fx" / "effect.png").is_file()
     with open(tmp_path / "fx" / "db" / "onepfrac0.01" / "manifest.json") as f:
         assert '"delta": 0.01' in f.read()
+
+
+def test_row_variants_set_the_render_scale_epochs_and_line_cap():
+    """effect.sh's ablation rows: rcdb@k4@e48@lines renders at 4x for 48 epochs with capped lines; a plain row
+    keeps the recipe (render 2x, 24 epochs); an unknown variant is one line naming it."""
+    show = 'show() { echo "$RENDER_SCALE $PRE_EPOCHS ${CAP_LINES:-0}"; }'
+    def run(row):
+        return subprocess.run(["bash", "-c", f'source "{EXE}/_digits.sh"; {show}; with_variant "{row}" show'],
+                              capture_output=True, text=True, check=False, env={**os.environ, "RENDER_SCALE": "", "PRE_EPOCHS": ""})
+    assert run("rcdb@k4@e48@lines").stdout.split() == ["4", "48", "1"]
+    assert run("fractaldb").stdout.split() == ["2", "24", "0"]
+    bad = run("rcdb@big")
+    assert bad.returncode == 2 and "unknown row variant '@big'" in bad.stderr
+
+
+def test_select_split_is_the_held_out_training_digits(tmp_path):
+    """SPLIT=select tests on the training digits that --train-per-class left out, never on the 797 test digits."""
+    subprocess.run([sys.executable, os.path.join(EXE, "export_digits.py"), str(tmp_path), "--train-per-class", "30",
+                    "--select"], check=True, capture_output=True)
+    def indices(split):
+        return {int(f[:4]) for d in os.listdir(tmp_path / split) for f in os.listdir(tmp_path / split / d)}
+    train, val = indices("train"), indices("val")
+    assert len(train) == 300 and len(val) == 700 and not train & val and max(train | val) < 1000
+
+
+def test_effect_report_names_the_row_variants():
+    sys.path.insert(0, EXE)
+    try:
+        from effect_report import label
+    finally:
+        sys.path.remove(EXE)
+    assert label("rcdb@k4@e48") == "RCDB, rendered at 4x, 48 pre-training epochs"
+    assert label("visualatom@lines") == "VisualAtom, lines capped to the size"
+    assert label("ofdb2d") == "2D-OFDB"
