@@ -23,25 +23,17 @@ echo "   ($((SECONDS - started)) s)"
 echo "== exporting scikit-learn digits ($DIGITS_PER_CLASS training images per digit, 797 test images)"
 export_small_digits "$WORK_DIR/digits"
 
-# The two fine-tunes are independent: on 2 or more cores they run side by side, one thread each (this model is
-# too small for a second thread to pay); their figures do not depend on it.
+# The two fine-tunes are independent: they run side by side, one thread each (this model is too small for a
+# second thread to pay; on one core they share it), so their figures are the same on any number of cores.
 started=$SECONDS
-if [ "$(nproc)" -ge 2 ]; then
-  echo "== fine-tuning on digits from the FDSL checkpoint and from scratch, side by side ($FT_EPOCHS epochs)"
-  OMP_NUM_THREADS=1 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_fdsl "$SEED" \
-    "$WORK_DIR/runs/pretrain/last.pth.tar" > "$WORK_DIR/finetune_fdsl.log" 2>&1 &
-  fdsl_pid=$!
-  OMP_NUM_THREADS=1 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_scratch "$SEED" \
-    > "$WORK_DIR/finetune_scratch.log" 2>&1 || { cat "$WORK_DIR/finetune_scratch.log" >&2; exit 1; }
-  wait "$fdsl_pid" || { cat "$WORK_DIR/finetune_fdsl.log" >&2; exit 1; }
-  echo "   ($((SECONDS - started)) s; logs: $WORK_DIR/finetune_fdsl.log, $WORK_DIR/finetune_scratch.log)"
-else
-  echo "== fine-tuning on digits from the FDSL checkpoint ($FT_EPOCHS epochs)"
-  digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_fdsl "$SEED" "$WORK_DIR/runs/pretrain/last.pth.tar"
-  echo "== fine-tuning on digits from scratch ($FT_EPOCHS epochs)"
-  digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_scratch "$SEED"
-  echo "   ($((SECONDS - started)) s)"
-fi
+echo "== fine-tuning on digits from the FDSL checkpoint and from scratch, side by side ($FT_EPOCHS epochs)"
+OMP_NUM_THREADS=1 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_fdsl "$SEED" \
+  "$WORK_DIR/runs/pretrain/last.pth.tar" > "$WORK_DIR/finetune_fdsl.log" 2>&1 &
+fdsl_pid=$!
+OMP_NUM_THREADS=1 digits_finetune "$WORK_DIR/digits" "$WORK_DIR/runs" finetune_scratch "$SEED" \
+  > "$WORK_DIR/finetune_scratch.log" 2>&1 || { cat "$WORK_DIR/finetune_scratch.log" >&2; exit 1; }
+wait "$fdsl_pid" || { cat "$WORK_DIR/finetune_fdsl.log" >&2; exit 1; }
+echo "   ($((SECONDS - started)) s; logs: $WORK_DIR/finetune_fdsl.log, $WORK_DIR/finetune_scratch.log)"
 
 echo
 "$PY" "$HERE/demo_report.py" "from FDSL pre-training=$WORK_DIR/runs/finetune_fdsl" \

@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # The pre-training effect at laptop scale: fine-tune the demo's small ViT on scikit-learn's digits from scratch
-# and from checkpoints pre-trained on FractalDB, RCDB, VisualAtom and 1p-frac (delta 0.1 and 0.01), every
-# database 100 classes x 40 images at 32 px, with the same recipe (exe_scripts/_digits.sh) for every row and
+# and from checkpoints pre-trained on FractalDB, 2D-OFDB, RCDB, VisualAtom, ExFractalDB and 1p-frac (delta 0.1 and
+# 0.01), every database 100 classes x 40 images rendered at 64 px and trained at 32 px, with the same recipe (exe_scripts/_digits.sh) for every row and
 # seed; then print mean +- std per row and the gain over scratch paired by seed, and draw a bar chart.
 # Each database is pre-trained once (seed 0) and fine-tuned with every seed; PRETRAIN_PER_SEED=1 pre-trains
-# afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores.
+# afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores
+# (estimated from CPU time; docs/benchmarks.md).
 #   bash exe_scripts/effect.sh [WORK_DIR]          (default effect_out; SEEDS="0 1 2", ROWS="fractaldb ...")
 # The demo's claim over 5 seeds, pre-trained afresh per seed as 5 users would, with the plateau check:
 #   SEEDS="0 1 2 3 4" ROWS=fractaldb PRETRAIN_PER_SEED=1 PLATEAU=1 bash exe_scripts/effect.sh effect5
 # Writes WORK_DIR/effect.md, effect.csv and effect.png. A re-run keeps finished runs (delete WORK_DIR to redo).
 # Ablations: a row may carry variants (rcdb@k4, rcdb@e48, rcdb@lines; see with_variant in _digits.sh), and
 # SPLIT=select tests on held-out training digits, so that a recipe is chosen without the test digits:
-#   SPLIT=select ROWS="rcdb rcdb@k2 rcdb@k4 rcdb@lines rcdb@e48" bash exe_scripts/effect.sh ablation
+#   SPLIT=select ROWS="rcdb rcdb@k2 rcdb@k4 rcdb@lines rcdb@e48 fractaldb fractaldb@k2 ..." bash exe_scripts/effect.sh ablation
 set -euo pipefail
 WORK_DIR=${1:-effect_out}
 SEEDS=${SEEDS:-0 1 2}
-ROWS=${ROWS:-fractaldb rcdb visualatom onepfrac0.1 onepfrac0.01}
+ROWS=${ROWS:-fractaldb ofdb2d rcdb visualatom exfractaldb onepfrac0.1 onepfrac0.01}
 PRETRAIN_PER_SEED=${PRETRAIN_PER_SEED:-0}
 SCRATCH=${SCRATCH:-1}  # 0: no scratch runs (a second effect.sh on the same WORK_DIR, other ROWS, in parallel)
-PLATEAU=${PLATEAU:-0}
-JOBS=${JOBS:-$(nproc)}  # runs at a time, one thread each  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
+PLATEAU=${PLATEAU:-0}  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
+JOBS=${JOBS:-$(nproc)}  # runs at a time, one thread each
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$(dirname "$HERE")${PYTHONPATH:+:$PYTHONPATH}"
 source "$HERE/_digits.sh"
