@@ -7,6 +7,7 @@
 # afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores
 # (estimated from CPU time; docs/benchmarks.md).
 #   bash exe_scripts/effect.sh [WORK_DIR]          (default effect_out; SEEDS="0 1 2", ROWS="fractaldb ...")
+#   ROWS=all bash exe_scripts/effect.sh           (the supervised rows, then ROWS hpt and deepercluster below)
 # The demo's claim over 5 seeds, pre-trained afresh per seed as 5 users would, with the plateau check:
 #   SEEDS="0 1 2 3 4" ROWS=fractaldb PRETRAIN_PER_SEED=1 PLATEAU=1 bash exe_scripts/effect.sh effect5
 # Writes WORK_DIR/effect.md, effect.csv and effect.png. A re-run keeps finished runs (delete WORK_DIR to redo).
@@ -16,7 +17,9 @@
 set -euo pipefail
 WORK_DIR=${1:-effect_out}
 SEEDS=${SEEDS:-0 1 2}
-ROWS=${ROWS:-fractaldb ofdb2d rcdb visualatom exfractaldb onepfrac0.1 onepfrac0.01}
+SUPERVISED_ROWS="fractaldb ofdb2d rcdb visualatom exfractaldb onepfrac0.1 onepfrac0.01"
+ROWS=${ROWS:-$SUPERVISED_ROWS}
+[ "$ROWS" = all ] && ROWS="$SUPERVISED_ROWS hpt deepercluster"  # the whole check, as docs/benchmarks.md times it
 PRETRAIN_PER_SEED=${PRETRAIN_PER_SEED:-0}
 SCRATCH=${SCRATCH:-1}  # 0: no scratch runs (a second effect.sh on the same WORK_DIR, other ROWS, in parallel)
 PLATEAU=${PLATEAU:-0}  # 1: also fine-tune scratch for twice the epochs (the row "scratch2x": has scratch plateaued?)
@@ -138,6 +141,6 @@ fi
 echo
 "$PY" "$HERE/effect_report.py" "$RUNS" --out "$WORK_DIR/effect"
 per_seed=$([ "$PRETRAIN_PER_SEED" = 1 ] && echo "for each seed" || echo "once")
-echo "(pre-training $PRE_EPOCHS epochs, $per_seed; fine-tuning $FT_EPOCHS epochs on $DIGITS_PER_CLASS digits per class;" \
+echo "(pre-training $PRE_EPOCHS epochs unless a row says otherwise, $per_seed; fine-tuning $FT_EPOCHS epochs on $DIGITS_PER_CLASS digits per class;" \
      "seeds: $SEEDS; $(( (SECONDS - started) / 60 )) min)"
 ssl_rows

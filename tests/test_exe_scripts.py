@@ -235,14 +235,15 @@ def test_effect_sh_runs_a_row_end_to_end(tmp_path):
 
 
 def test_row_variants_set_the_render_scale_epochs_and_line_cap():
-    """effect.sh's ablation rows: rcdb@k4@e48@lines renders at 4x for 48 epochs with capped lines; a plain row
-    keeps the recipe (render 2x, 24 epochs); an unknown variant is one line naming it."""
+    """effect.sh's ablation rows: rcdb@k4@e96@lines renders at 4x for 96 epochs with capped lines; a plain row
+    keeps the recipe (render 2x, 48 epochs); an unknown variant is one line naming it."""
     show = 'show() { echo "$RENDER_SCALE $PRE_EPOCHS ${CAP_LINES:-0}"; }'
     def run(row):
         return subprocess.run(["bash", "-c", f'source "{EXE}/_digits.sh"; {show}; with_variant "{row}" show'],
                               capture_output=True, text=True, check=False, env={**os.environ, "RENDER_SCALE": "", "PRE_EPOCHS": ""})
-    assert run("rcdb@k4@e48@lines").stdout.split() == ["4", "48", "1"]
-    assert run("fractaldb").stdout.split() == ["2", "24", "0"]
+    assert run("rcdb@k4@e96@lines").stdout.split() == ["4", "96", "1"]
+    assert run("fractaldb").stdout.split() == ["2", "48", "0"]
+    assert run("fractaldb@e24").stdout.split() == ["2", "24", "0"]
     bad = run("rcdb@big")
     assert bad.returncode == 2 and "unknown row variant '@big'" in bad.stderr
 
