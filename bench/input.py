@@ -8,7 +8,9 @@
    (fdsl.data.transforms.crop_first) and the --gpu-augment worker (read, decode, crop box, collate);
    the device half is timed on CPU tensors too, for reference only (it runs on the GPU);
 3. the demo's pre-training (exe_scripts/_digits.sh: patch-8 ViT at 32 px, batch 64, crops of 75-100%, flips):
-   loader images/s with -j 0 and -j 2, read from the files or from --cache-images, against the engine step.
+   loader images/s with -j 0 and -j 2, read from the files or from --cache-images, against the engine step;
+   and the cached loader through the engine's per-sample seeding (fdsl.data.samplers.Seeded), as issue #17
+   fixed it (the CPU generator alone) and as before (torch.manual_seed, which also queues a CUDA seeding).
 
     PYTHONPATH=. python bench/input.py [--images 6] [--repeats 5] [--skip-demo]
 """
@@ -31,7 +33,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from fdsl.data import cache, gpu_augment, png, registry, transforms
+from fdsl.data import cache, gpu_augment, png, registry, samplers, transforms
 from fdsl.data.folder import ImageFolder
 
 DATABASES = {"rcdb": {"size": 512}, "visualatom": {"size": 512}, "fractaldb": {"size": 362},
@@ -45,7 +47,7 @@ def options():
     p.add_argument("--images", type=int, default=6, help="images per database (rendered at the published size)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-demo", action="store_true", help="only parts 1 and 2")
-    p.add_argument("--demo-images", type=int, default=2048, help="32 px images in the demo's folder")
+    p.add_argument("--demo-images", type=int, default=2048, help="64 px images in the demo's folder")
     return p.parse_args()
 
 
@@ -161,15 +163,15 @@ def demo_part(o) -> None:
     cfg = transforms.data_config(args, model)
     with tempfile.TemporaryDirectory() as root:
         per_class = o.demo_images // 100
-        db = registry.create("fractaldb", classes=100, instances=per_class, size=32, seed=0, pad=1, iterations=4000,
+        db = registry.create("fractaldb", classes=100, instances=per_class, size=64, seed=0, pad=2, iterations=16000,
                              draw_type="point_gray")
         for cls in range(100):
             os.makedirs(os.path.join(root, f"{cls:05d}"))
             for i, img in enumerate(db.render(cls, db.class_params(cls), range(per_class))):
                 with open(os.path.join(root, f"{cls:05d}", f"{i:04d}.png"), "wb") as f:
                     f.write(png.encode(img))
-        print(f"3. demo pre-training (FractalDB 32 px, {100 * per_class} images, batch 64): engine step on CPU "
-              f"{step:7.1f} img/s (1 thread, CPU time); -j 0 rows in CPU time of the process, -j 2 rows in wall time")
+        print(f"3. demo pre-training (FractalDB 64 px trained at 32, {100 * per_class} images, batch 64): "
+              f"engine step on CPU {step:7.1f} img/s (1 thread, CPU time); -j 0 rows in CPU time of the process, -j 2 rows in wall time")
         for label, cached, gpu, workers in (("files, timm CPU (before)", False, False, 0),
                                             ("files, crop first", False, False, 0),
                                             ("--cache-images, crop first", True, False, 0),
@@ -199,12 +201,36 @@ def demo_part(o) -> None:
                 both = 1 / (1 / rate + 1 / device) if not workers else min(rate, device)
                 extra = f"; device half on this CPU {device:7.1f} img/s; together {both:7.1f} = {both / step:4.2f}x"
             print(f"   {label:<40} -j {workers}: {rate:8.1f} img/s = {rate / step:4.2f}x the step{extra}")
+            if cached and not gpu and not workers:
+                seeding_part(ds, step)
 
 
-def loader_rate(ds, workers: int, collate) -> float:
+class SeededBefore(samplers.Seeded):
+    """The engine's per-sample seeding before issue #17: torch.manual_seed on top of today's seeding."""
+
+    def __getitem__(self, item):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item[1])
+            return super().__getitem__(item)
+
+
+def seeding_part(ds, step: float) -> None:
+    """The cached loader (-j 0) wrapped as the engine wraps it: Resumable sampler, per-sample seeds."""
+    rates = {}
+    for label, wrap in (("before (torch.manual_seed)", SeededBefore), ("now (CPU generator)", samplers.Seeded)):
+        sampler = samplers.Resumable(torch.utils.data.RandomSampler(ds), seed=0)
+        rates[label] = loader_rate(wrap(ds), 0, None, sampler)
+        print(f"   {'engine seeding, ' + label:<40} -j 0: {rates[label]:8.1f} img/s = {rates[label] / step:4.2f}x "
+              f"the step")
+    before, now = rates.values()
+    print(f"   per-sample seeding: {1e3 / now:.3f} ms an image now against {1e3 / before:.3f} before: "
+          f"{now / before:.2f}x the images/s")
+
+
+def loader_rate(ds, workers: int, collate, sampler=None) -> float:
     """Images/s the DataLoader delivers: CPU time of this process with -j 0, wall time with workers."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=workers, drop_last=True,
-                                         collate_fn=collate)
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=sampler is None, sampler=sampler,
+                                         num_workers=workers, drop_last=True, collate_fn=collate)
     it = iter(loader)
     next(it)
     clock = time.perf_counter if workers else time.process_time  # workers: wall time of the 2 processes

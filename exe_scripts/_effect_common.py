@@ -14,7 +14,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
-from effect_report import mean_std
+from effect_report import gain_text, mean_std
 
 
 def _worker_init(threads: int, repo: str) -> None:
@@ -140,8 +140,7 @@ def seeds_table(results: dict[str, dict[int, float]], labels: dict[str, str], pa
         other = results.get(paired.get(row, ""), {})
         diffs = [got[s] - other[s] for s in seeds if s in other]
         if diffs:
-            m, s = mean_std(diffs)
-            gain = f"{m:+.1f} ± {s:.1f} ({' / '.join(f'{d:+.1f}' for d in diffs)})"
+            gain = gain_text(diffs)
         lines.append(f"| {label} | {len(seeds)} | {' / '.join(f'{got[s]:.1f}' for s in seeds)} | "
                      f"{spread([got[s] for s in seeds])} | {gain} |")
     return lines

@@ -55,6 +55,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def gain_text(diffs: list[float]) -> str:
+    """'+7.3 ± 4.6 (+10.0 / +2.0 / +10.0)': paired gains, mean +- sample std, then each seed's."""
+    m, s = mean_std(diffs)
+    return f"{m:+.1f} ± {s:.1f} ({' / '.join(f'{d:+.1f}' for d in diffs)})"
+
+
 def table(results: dict[str, dict[int, float]]) -> list[dict]:
     scratch = results.get("scratch", {})
     longer = results.get("scratch2x", {})
@@ -73,18 +79,19 @@ def table(results: dict[str, dict[int, float]]) -> list[dict]:
         paired_2x = [results[row][s] - longer[s] for s in seeds if s in longer]
         if longer and not row.startswith("scratch") and paired_2x:
             entry["gain_2x"] = mean_std(paired_2x)
+            entry["gains_2x"] = paired_2x
         rows.append(entry)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     longer = any("gain_2x" in r for r in rows)
-    head = "| pre-training | seeds | top-1 per seed | top-1 mean ± std | gain over scratch (paired) |"
+    head = "| pre-training | seeds | top-1 per seed | top-1 mean ± std | gain over scratch (paired; per seed) |"
     head += " gain over scratch at 2x epochs |" if longer else ""
     lines = [head, "| --- " * (6 if longer else 5) + "|"]
     for r in rows:
         m, s = r["mean_std"]
-        gains = [f"{r[k][0]:+.1f} ± {r[k][1]:.1f}" if k in r else "" for k in ("gain", "gain_2x")[:1 + longer]]
+        gains = [gain_text(r[k]) if k in r else "" for k in ("gains", "gains_2x")[:1 + longer]]
         per_seed = " / ".join(f"{a:.1f}" for a in r["top1"])
         lines.append(f"| {r['label']} | {len(r['seeds'])} | {per_seed} | {m:.1f} ± {s:.1f} | " + " | ".join(gains) + " |")
     return "\n".join(lines)

@@ -206,7 +206,8 @@ def test_effect_report_pairs_seeds_and_draws_the_chart(tmp_path):
     sys.argv = ["effect_report.py", str(tmp_path), "--out", str(tmp_path / "effect")]
     effect_report.main()
     table = (tmp_path / "effect.md").read_text()
-    assert "| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 | +7.0 ± 2.8 |" in table
+    assert ("| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 (+10.0 / +2.0 / +10.0) | "
+            "+7.0 ± 2.8 (+9.0 / +5.0) |") in table
     assert (tmp_path / "effect.png").stat().st_size > 5000
 
 
