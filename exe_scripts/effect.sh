@@ -32,25 +32,26 @@ started=$SECONDS
 # Self-supervised rows, named in ROWS beside the databases: hpt (exe_scripts/hpt_effect.py: MoCo v2 and BYOL on the
 # digits from random init and from a FractalDB base, and the k-NN steps a base saves) and deepercluster
 # (exe_scripts/ssl_effect.py: DeepCluster, RotNet and DeeperCluster on the digits, DeeperCluster on FractalDB,
-# probed against a random-init trunk). Each runs with SEEDS into WORK_DIR/hpt or WORK_DIR/ssl (resumable; about
-# 8-9 min each on 2 cores; HPT_ARGS / SSL_ARGS add flags, e.g. --quick) and prints its tables after the supervised
-# table; ROWS of self-supervised rows only run no supervised row.
+# probed against a random-init trunk). Each runs with SEEDS into WORK_DIR/hpt or WORK_DIR/ssl (resumable;
+# HPT_ARGS / SSL_ARGS add flags, e.g. --quick). Beside supervised rows, each is one more chain on one thread
+# (log: WORK_DIR/<row>.log), and its tables print after the supervised table; alone, they run one after the
+# other on JOBS threads.
 SSL_ROWS=$(for row in $ROWS; do case "$row" in hpt | deepercluster) echo "$row" ;; esac; done)
 ROWS=$(for row in $ROWS; do case "$row" in hpt | deepercluster) ;; *) echo "$row" ;; esac; done)
 if [ -n "$SSL_ROWS" ] && [ "$SPLIT" != test ]; then
   echo "error: the self-supervised rows ($(echo $SSL_ROWS)) test on the test digits; run them without SPLIT=$SPLIT" >&2
   exit 2
 fi
-ssl_rows() {
-  for row in $SSL_ROWS; do
-    echo
-    case "$row" in
-      hpt) "$PY" "$HERE/hpt_effect.py" "$WORK_DIR/hpt" --seeds $SEEDS ${HPT_ARGS:-} ;;
-      deepercluster) "$PY" "$HERE/ssl_effect.py" "$WORK_DIR/ssl" --seeds $SEEDS ${SSL_ARGS:-} ;;
-    esac
-  done
+ssl_row() {  # ssl_row ROW JOBS: one self-supervised row, JOBS runs at a time
+  case "$1" in
+    hpt) "$PY" "$HERE/hpt_effect.py" "$WORK_DIR/hpt" --seeds $SEEDS --jobs "$2" ${HPT_ARGS:-} ;;
+    deepercluster) "$PY" "$HERE/ssl_effect.py" "$WORK_DIR/ssl" --seeds $SEEDS --jobs "$2" ${SSL_ARGS:-} ;;
+  esac
 }
-if [ -z "$ROWS" ] && [ -n "$SSL_ROWS" ]; then ssl_rows; exit 0; fi
+if [ -z "$ROWS" ] && [ -n "$SSL_ROWS" ]; then
+  for row in $SSL_ROWS; do echo; ssl_row "$row" "$JOBS"; done
+  exit 0
+fi
 
 done_run() {  # a run is finished when its last checkpoint exists; an unfinished one is started afresh
   [ -f "$RUNS/$1/last.pth.tar" ] && [ -f "$RUNS/$1/.complete" ] && return 0
@@ -116,8 +117,10 @@ row_runs() {  # row_runs ROW SEED...: pre-train ROW (once, or per seed) and fine
 # Independent chains run JOBS at a time, each on one thread: this model is too small for two threads to pay
 # (a run's figures do not depend on JOBS, only on its seed). A chain is scratch, or one row with its seeds (one
 # chain per seed with PRETRAIN_PER_SEED=1).
+# The longest chains start first (the self-supervised rows, then the databases, scratch last), so that no core
+# idles at the end while one long chain finishes.
 chains=()
-[ "$SCRATCH" = 1 ] && chains+=("scratch")
+for row in $SSL_ROWS; do chains+=("ssl $row"); done
 for row in $ROWS; do
   if [ "$PRETRAIN_PER_SEED" = 1 ]; then
     for seed in $SEEDS; do chains+=("$row $seed"); done
@@ -125,11 +128,17 @@ for row in $ROWS; do
     chains+=("$row $SEEDS")
   fi
 done
+[ "$SCRATCH" = 1 ] && chains+=("scratch")
 [ "$JOBS" -gt 1 ] && export OMP_NUM_THREADS=1
 pids=()
 for chain in "${chains[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-  if [ "$chain" = scratch ]; then scratch_runs & else row_runs $chain & fi
+  case "$chain" in
+    scratch) scratch_runs & ;;
+    ssl\ *) echo "== ${chain#ssl } (log: $WORK_DIR/${chain#ssl }.log)"
+            ssl_row "${chain#ssl }" 1 > "$WORK_DIR/${chain#ssl }.log" 2>&1 & ;;
+    *) row_runs $chain & ;;
+  esac
   pids+=($!)
 done
 failed=0
@@ -143,4 +152,8 @@ echo
 per_seed=$([ "$PRETRAIN_PER_SEED" = 1 ] && echo "for each seed" || echo "once")
 echo "(pre-training $PRE_EPOCHS epochs unless a row says otherwise, $per_seed; fine-tuning $FT_EPOCHS epochs on $DIGITS_PER_CLASS digits per class;" \
      "seeds: $SEEDS; $(( (SECONDS - started) / 60 )) min)"
-ssl_rows
+for row in $SSL_ROWS; do
+  echo
+  case "$row" in hpt) table=$WORK_DIR/hpt/hpt_effect.md ;; deepercluster) table=$WORK_DIR/ssl/ssl_effect.md ;; esac
+  if [ -f "$table" ]; then cat "$table"; else echo "$row: no table ($table); see $WORK_DIR/$row.log"; fi
+done
