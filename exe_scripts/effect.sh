@@ -4,8 +4,8 @@
 # 0.01), every database 100 classes x 40 images rendered at 64 px and trained at 32 px, with the same recipe (exe_scripts/_digits.sh) for every row and
 # seed; then print mean +- std per row and the gain over scratch paired by seed, and draw a bar chart.
 # Each database is pre-trained once (seed 0) and fine-tuned with every seed; PRETRAIN_PER_SEED=1 pre-trains
-# afresh for each seed too, as a new user would (5x the pre-training time). About 30 minutes on 2 CPU cores
-# (estimated from CPU time; docs/benchmarks.md).
+# afresh for each seed too, as a new user would (5x the pre-training time). ROWS=all: 42.5 minutes on 2 CPU
+# cores (docs/benchmarks.md).
 #   bash exe_scripts/effect.sh [WORK_DIR]          (default effect_out; SEEDS="0 1 2", ROWS="fractaldb ...")
 #   ROWS=all bash exe_scripts/effect.sh           (the supervised rows, then ROWS hpt and deepercluster below)
 # The demo's claim over 5 seeds, pre-trained afresh per seed as 5 users would, with the plateau check:
