@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The pre-training effect at laptop scale: fine-tune the demo's small ViT on scikit-learn's digits from scratch
 # and from checkpoints pre-trained on FractalDB, 2D-OFDB, RCDB, VisualAtom, ExFractalDB and 1p-frac (delta 0.1 and
-# 0.01), every database 100 classes x 40 images rendered at 64 px and trained at 32 px, with the same recipe (exe_scripts/_digits.sh) for every row and
-# seed; then print mean +- std per row and the gain over scratch paired by seed, and draw a bar chart.
+# 0.01), every database 100 classes x 40 images rendered at 64 px and trained at 32 px, with the same recipe
+# (exe_scripts/_digits.sh) for every row and seed; then print mean +- std per row and the gain over scratch paired by seed, and draw a bar chart.
 # Each database is pre-trained once (seed 0) and fine-tuned with every seed; PRETRAIN_PER_SEED=1 pre-trains
 # afresh for each seed too, as a new user would (5x the pre-training time). ROWS=all: 42.5 minutes on 2 CPU
 # cores (docs/benchmarks.md).
@@ -135,8 +135,9 @@ for chain in "${chains[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
   case "$chain" in
     scratch) scratch_runs & ;;
-    ssl\ *) echo "== ${chain#ssl } (log: $WORK_DIR/${chain#ssl }.log)"
-            ssl_row "${chain#ssl }" 1 > "$WORK_DIR/${chain#ssl }.log" 2>&1 & ;;
+    ssl\ *) row=${chain#ssl }
+            echo "== $row (log: $WORK_DIR/$row.log)"
+            ssl_row "$row" 1 > "$WORK_DIR/$row.log" 2>&1 & ;;
     *) row_runs $chain & ;;
   esac
   pids+=($!)

@@ -19,9 +19,9 @@ that step ("never" if it is not reached). The chart: k-NN top-1 vs step, mean ov
     python exe_scripts/hpt_effect.py WORK [--seeds 0 1 2] [--steps 48] [--quick]
 
 Default sizes: about 620 CPU seconds for 3 seeds (base 24, SSL 4 x 34, probes 6 x 7 per seed), so 10.6 minutes
-on one core (as effect.sh runs it) or about 6 on 2; --quick: about a minute. The probes are short at these sizes (still rising at the last step): they
-rank backbones, they do not measure converged linear accuracy (hpt_digits.py's probe: --probe-steps 150
---probe-lrs 0.03 0.3 3). A re-run skips what is finished (the runner's .done markers, the base's link); WORK
+on one core (as effect.sh runs it) or about 6 on 2; --quick: about a minute. The probes are short at these sizes
+(still rising at the last step): they rank backbones, they do not measure converged linear accuracy
+(hpt_digits.py's probe: --probe-steps 150 --probe-lrs 0.03 0.3 3). A re-run skips what is finished (the runner's .done markers, the base's link); WORK
 remembers its sizes and refuses others (give another WORK). Digits: images 0-999 train (SSL and probe
 training), 1000-1398 val (k-NN probe, probe lr and step), 1399-1796 test. Logs: WORK/logs/.
 """

@@ -17,9 +17,9 @@ trunk paired by seed.
     python exe_scripts/ssl_effect.py WORK [--seeds 0 1 2] [--epochs 10] [--quick]
 
 Default sizes: about 610 CPU seconds for 3 seeds (4 trunks x 10 epochs, 5 probes x 6 epochs per seed), so
-10.4 minutes on one core (as effect.sh runs it) or about 6 on 2; --quick: under a minute. The trained trunks start from the published skeleton seed's
-init (the same for every seed; the seeds change the data order, crops and k-means), the random-init trunk from
-the probe's seed. A re-run skips finished runs (their last.pth.tar and .complete); WORK remembers its sizes and
+10.4 minutes on one core (as effect.sh runs it) or about 6 on 2; --quick: under a minute. The trained trunks
+start from the published skeleton seed's init (the same for every seed; the seeds change the data order, crops
+and k-means), the random-init trunk from the probe's seed. A re-run skips finished runs (their last.pth.tar and .complete); WORK remembers its sizes and
 refuses others (give another WORK). Logs: WORK/logs/.
 """
 from __future__ import annotations
