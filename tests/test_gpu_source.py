@@ -109,13 +109,13 @@ def test_randaugment_ops_are_timm_ops():
     pil = Image.fromarray(image[0].permute(1, 2, 0).byte().numpy())
     colour = [("Contrast", 1.6), ("Color", 0.3), ("Brightness", 1.5), ("Sharpness", 1.8), ("Equalize", None),
               ("AutoContrast", None), ("Posterize", 2), ("Solarize", 100), ("SolarizeAdd", 60), ("Invert", None)]
-    kernel = ga.BatchAugment(ga.AugmentSpec()).smooth  # Sharpness's table, made by the constructor
+    kernel = ga.BatchAugment(ga.AugmentSpec(), "cpu").smooth  # Sharpness's table, made by the constructor
     for name, arg in colour:
         expected = np.asarray(auto_augment.NAME_TO_OP[name](pil, *(() if arg is None else (arg,)))).astype(float)
         tables = (kernel,) if name == "Sharpness" else ()
         got = ga._COLOUR_OPS[name](image.clone(), torch.tensor([float(arg or 0)]), *tables)[0].permute(1, 2, 0).numpy()
         assert np.abs(expected - got).max() <= 2, name
-    augment = ga.BatchAugment(ga.AugmentSpec(size=(64, 64), interpolation="bilinear"))
+    augment = ga.BatchAugment(ga.AugmentSpec(size=(64, 64), interpolation="bilinear"), "cpu")
     for name, arg in [("Rotate", 30.0), ("ShearX", 0.3), ("ShearY", -0.2), ("TranslateXRel", 0.2)]:
         geometry = ga._geometric_map(name, torch.tensor([arg], dtype=torch.float64), 64, 64)
         plan = {"crop": ga._full_crops(1, 64), "hflip": torch.tensor([False]), "vflip": torch.tensor([False]),

@@ -218,8 +218,8 @@ def test_device_augment_replays_a_step_after_skip():
 
 
 def test_batch_augment_makes_no_blocking_copy_after_construction(monkeypatch):
-    """Every constant table exists after __init__: a later ``.to(device)`` without non_blocking would wait for
-    the GPU (and fail under torch.cuda.set_sync_debug_mode("error"))."""
+    """No table is copied with a blocking ``.to(device)``, also when the tables are made for the first batch's
+    device: it would wait for the GPU (and fail under torch.cuda.set_sync_debug_mode("error"))."""
     spec = ga.AugmentSpec(size=(16, 16), mean=(0.3, 0.4, 0.5), re_prob=1.0, color_jitter=0.4,
                           randaugment=ga.RandAugmentSpec.parse("rand-n4-m9-mstd0.5-inc1", 16))
     augment = ga.BatchAugment(spec)
@@ -333,7 +333,7 @@ def test_device_half_compiles_as_one_graph_equal_to_eager():
     The 'eager' backend checks the tracing only, which keeps this test to seconds."""
     spec = ga.AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
                           randaugment=ga.RandAugmentSpec.parse("rand-n1-m9-mstd0.5-inc1", 16))
-    augment = ga.BatchAugment(spec)
+    augment = ga.BatchAugment(spec, "cpu")
     images = (torch.arange(4 * 24 * 24) % 251).to(torch.uint8).view(4, 1, 24, 24)
     params = augment.upload(augment.sample(4, 24, torch.Generator().manual_seed(0)), images.device)
     noise = augment.erase_noise(images, torch.Generator().manual_seed(1))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from fdsl.data.images import ResizedCrop, crop_params
 from fdsl.errors import UserError
-from fdsl.render.gpu import to_device
+from fdsl.render.gpu import device_generator, to_device
 
 LEVEL_DENOM = 10.0  # timm's magnitude scale
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "TranslateX", "TranslateY"}
@@ -125,32 +125,46 @@ class BatchAugment:
     (B, channels, H, W) on ``device`` (the images' device), every sample with its own random parameters.
     ``crops`` (B, 4) (top, left, h, w), when given, are the crop boxes (drawn by the caller)."""
 
-    def __init__(self, spec: AugmentSpec, device="cpu"):
+    def __init__(self, spec: AugmentSpec, device=None):
         self.spec = spec
-        self.device = torch.device(device)
-        channels = spec.channels
-
-        def table(values):
-            return torch.tensor(values, dtype=torch.float32).to(self.device)
-
-        self.mean = table(spec.mean).view(1, -1, 1, 1)
-        self.std = table(spec.std).view(1, -1, 1, 1)
-        self.fill = table(spec.fill[:channels]).view(1, -1, 1, 1)
-        self.smooth = table([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(channels, 1, 3, 3).contiguous()
+        self.device: torch.device | None = None
+        if device is not None:  # else the constant tables go to the device of the first batch augmented
+            self.to(device)
 
         ops = spec.randaugment.ops if spec.randaugment else []
         self.colour_names = [name for name in dict.fromkeys(ops) if name not in GEOMETRIC]  # index = op id
         self.modes = ["nearest"] if spec.interpolation == "nearest" else (
             [spec.interpolation] if spec.interpolation in INTERPOLATIONS else list(INTERPOLATIONS))
 
+    def to(self, device) -> BatchAugment:
+        """The constant tables (normalisation, fill colour, sharpness kernel) on ``device``, made there once and
+        copied without a stream synchronisation (a blocking copy would wait for the step queued before it)."""
+        device = torch.device(device)
+        here = self.device
+        if here is not None and here.type == device.type and device.index in (None, here.index):
+            return self
+        channels = self.spec.channels
+
+        def table(values):
+            return to_device(torch.tensor(values, dtype=torch.float32), device)
+
+        self.mean = table(self.spec.mean).view(1, -1, 1, 1)
+        self.std = table(self.spec.std).view(1, -1, 1, 1)
+        self.fill = table(self.spec.fill[:channels]).view(1, -1, 1, 1)
+        self.smooth = table([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]).div(13).expand(channels, 1, 3, 3).contiguous()
+        self.device = self.mean.device
+        return self
+
     def __call__(self, images: torch.Tensor, host: torch.Generator, device_generator: torch.Generator,
                  crops: torch.Tensor | None = None):
         plan = self.sample(images.shape[0], images.shape[-1], host, crops)
+        self.to(images.device)
         return self.apply(images, self.upload(plan, images.device), self.erase_noise(images, device_generator))
 
     def apply(self, images: torch.Tensor, params: dict, noise: list) -> torch.Tensor:
         """The device work, from device tensors only: no host copy, no data-dependent shape, no generator, so
-        it compiles as one graph (torch.compile(fullgraph=True))."""
+        it compiles as one graph (torch.compile(fullgraph=True)). The tables must be on the images' device
+        (``to``; ``__call__`` sees to it)."""
         x, inside = self.warp(images.float(), params)
         x = self.to_channels(x, inside)
         x = self.colour(x, params)
@@ -349,11 +363,12 @@ class DeviceAugment:
         key = (self.seed, self.rank, self.epoch, self.step)
         self.step += 1
         host = torch.Generator().manual_seed(seed_of(*key, 0))
-        on_device = torch.Generator(images.device).manual_seed(seed_of(*key, 1))
+        on_device = device_generator(images.device, seed_of(*key, 1))
         channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
         augment = self.batch_augment
         with torch.no_grad():
             plan = augment.sample(images.shape[0], images.shape[-1], host, torch.from_numpy(np.asarray(boxes)))
+            augment.to(images.device)
             out = self.apply(images, augment.upload(plan, images.device), augment.erase_noise(images, on_device))
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 

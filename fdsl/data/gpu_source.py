@@ -27,7 +27,7 @@ from fdsl.data import registry
 from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 from fdsl.errors import UserError
 from fdsl.render import gpu_contour, gpu_ifs, ifs3d
-from fdsl.render.gpu import to_device
+from fdsl.render.gpu import device_generator, to_device
 
 # -- class parameters, computed once -----------------------------------------------------------------------
 _POOL_DB = None  # the database a pool worker computes class parameters of
@@ -252,7 +252,7 @@ class DeviceBatchSource:
 
     def render(self, classes: torch.Tensor, instances: torch.Tensor, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         host = torch.Generator().manual_seed(_seed(self.seed, self.batches.db.seed, *key, 0))
-        device = torch.Generator(self.device).manual_seed(_seed(self.seed, self.batches.db.seed, *key, 1))
+        device = device_generator(self.device, _seed(self.seed, self.batches.db.seed, *key, 1))
         with torch.no_grad():
             raw = self.batches.render(classes, instances, host, device)
             images = self.augment(raw, host, device) if self.augment else raw.float() / 255.0

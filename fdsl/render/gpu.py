@@ -41,6 +41,14 @@ def to_device(tensor: torch.Tensor, device, dtype: torch.dtype | None = None) ->
     return tensor.to(device=device, dtype=dtype, non_blocking=True)
 
 
+def device_generator(device, seed: int) -> torch.Generator:
+    """A seeded generator for the random numbers drawn on ``device``. The meta device (the CPU tests' stand-in
+    for a GPU: shapes and devices, no data) has no generator of its own and draws nothing, so a CPU one serves;
+    draws name the device they are made on (``device=``), never the generator's."""
+    device = torch.device(device)
+    return torch.Generator("cpu" if device.type == "meta" else device).manual_seed(seed)
+
+
 _CONSTANTS: dict = {}
 
 

@@ -97,7 +97,7 @@ class ContourRenderer:
         batch = len(v)
         table = self.image_table(shapes, v, l)
         high = 257 if self.rcdb_noise else 256  # RCDB U{0..256} clipped to 255, VisualAtom U{0..255}
-        grays = torch.randint(0, high, (int(l.sum()),), generator=generator, device=generator.device,
+        grays = torch.randint(0, high, (int(l.sum()),), generator=generator, device=self.device,
                               dtype=torch.int32).clamp(max=255)
         canvas = torch.full((batch * self.size * self.size + 1,), -1, dtype=torch.int32, device=self.device)
         passes = max(1, math.ceil(math.log2(max(int(l.max()), 1)))) if batch else 1
@@ -109,7 +109,7 @@ class ContourRenderer:
             images = torch.arange(start, end + 1)
             images[-1] = batch  # the padding belongs to a dummy image that draws nothing
             images = to_device(images, self.device)
-            uniforms = torch.rand(padded, 2, generator=generator, device=generator.device)
+            uniforms = torch.rand(padded, 2, generator=generator, device=self.device)
             total = self.draw_chunk(canvas, table, grays, images, runs, uniforms, padded, slots, passes)
             self.thinned += total > slots
         image = canvas[:-1].view(batch, 1, self.size, self.size)

@@ -255,10 +255,10 @@ class IFS2DRenderer:
 
     def draws(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch's random numbers: map-selection uniforms and (patches) the 9-bit masks."""
-        uniforms = torch.rand(batch, self.layout.slots, generator=generator, device=generator.device)
+        uniforms = torch.rand(batch, self.layout.slots, generator=generator, device=self.device)
         if not self.draw_type.startswith("patch"):
             return uniforms, None
-        masks = torch.randint(1, 512, (batch, self.layout.slots + 1), generator=generator, device=generator.device,
+        masks = torch.randint(1, 512, (batch, self.layout.slots + 1), generator=generator, device=self.device,
                               dtype=torch.int32)
         return uniforms, masks
 
@@ -374,7 +374,7 @@ class IFS3DRenderer:
         self.layout = ChainLayout.of(int(points), chain_length, burn_in)
 
     def draws(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor]:
-        return (torch.rand(batch, self.layout.slots, generator=generator, device=generator.device),)
+        return (torch.rand(batch, self.layout.slots, generator=generator, device=self.device),)
 
     def draw(self, systems: torch.Tensor, num_maps: torch.Tensor, eyes: torch.Tensor,
              uniforms: torch.Tensor) -> torch.Tensor:
