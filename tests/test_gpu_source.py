@@ -187,6 +187,19 @@ def test_bisection_finds_the_largest_batch_with_a_fake_allocator():
     assert largest_batch(memory_probe(FakeAllocator(10).render), 64) == 0
 
 
+@pytest.mark.parametrize("guess", [100_000, 200_000])
+def test_a_far_too_large_batch_is_searched_from_the_memory_estimate(guess):
+    """A batch of 4 million on a device that holds 142,853: never tried, nor anything above twice the estimate;
+    a handful of renders near the answer, which fits and is within 1/16 of the largest."""
+    device = FakeAllocator(1_000_000)
+    found = largest_batch(memory_probe(device.render, release=device.release), 4_000_000, guess=guess)
+    truth = (1_000_000 - 30) // 7
+    assert truth * 15 / 16 <= found <= truth and len(device.calls) <= 6 and max(device.calls) <= 2 * guess
+    device.calls.clear()
+    assert largest_batch(memory_probe(device.render, release=device.release), 1000, guess=guess) == 1000
+    assert device.calls == [1000]
+
+
 def test_a_batch_too_big_for_the_gpu_names_the_largest_that_fits(monkeypatch):
     source = make_source(batch=64, classes=8)
     device = FakeAllocator(200, per_image=8, overhead=40)
@@ -194,6 +207,7 @@ def test_a_batch_too_big_for_the_gpu_names_the_largest_that_fits(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(gpu_source, "_release_cuda_memory", device.release)
     monkeypatch.setattr(source, "render", lambda classes, instances, key: device.render(len(classes)))
+    monkeypatch.setattr(source, "batches_that_fit", lambda render: None)
     with pytest.raises(UserError, match="the largest that fits is 20 "):
         source.check_memory()
 

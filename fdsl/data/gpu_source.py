@@ -270,7 +270,9 @@ class DeviceBatchSource:
 
     # -- memory ------------------------------------------------------------------------------------------------
     def check_memory(self) -> None:
-        """On CUDA: render + augment the heaviest batch once; if it does not fit, say the largest that does."""
+        """On CUDA: render + augment the heaviest batch once; if it does not fit, say the largest that does. The
+        search starts from an estimate (free memory / the peak bytes an image took in a small batch), so a
+        batch far too large is never rendered in part, nor bisected down from its own size."""
         if self.device.type != "cuda":
             return
 
@@ -279,11 +281,23 @@ class DeviceBatchSource:
             self.render(classes, torch.zeros_like(classes), (-1, self.rank, count))
 
         fits = memory_probe(render, torch.cuda.synchronize, _release_cuda_memory)
-        largest = largest_batch(fits, self.batch_size)
+        largest = largest_batch(fits, self.batch_size, guess=self.batches_that_fit(render))
         if largest < self.batch_size:
             raise UserError(f"--batch-size {self.batch_size}: on-the-fly {self.batches.db.name} batches at "
                             f"{self.batches.size}px do not fit in GPU memory; the largest that fits is {largest} "
                             f"(rendering and augmentation alone, the model needs room too): lower --batch-size")
+
+    def batches_that_fit(self, render: Callable[[int], None], sample: int = 16) -> int:
+        """About how many images fit: free device memory over the peak bytes per image of a batch of ``sample``."""
+        _release_cuda_memory()
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        render(sample)
+        torch.cuda.synchronize(self.device)
+        per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) // sample)
+        _release_cuda_memory()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, int(0.9 * free // per_image))
 
 
 def _release_cuda_memory() -> None:
@@ -308,12 +322,21 @@ def memory_probe(render: Callable[[int], None], synchronize: Callable[[], None] 
     return fits
 
 
-def largest_batch(fits: Callable[[int], bool], wanted: int) -> int:
-    """``wanted`` if it fits, else the largest smaller batch that does (bisection; 0 if not even 1 does)."""
-    if fits(wanted):
-        return wanted
+def largest_batch(fits: Callable[[int], bool], wanted: int, guess: int | None = None) -> int:
+    """``wanted`` if it fits, else the largest smaller batch that does (bisection; 0 if not even 1 does).
+
+    With ``guess`` (an estimate of the largest, trusted to within 2x), a ``wanted`` above twice the guess is not
+    tried, the search runs between the guess and twice it (or below it), and stops within 1/16: a few renders
+    near the answer instead of halving down from a batch that may be thousands of times too large."""
     low, high = 0, wanted  # low fits (trivially for 0), high does not
-    while high - low > 1:
+    if (guess is None or wanted <= 2 * guess) and fits(wanted):
+        return wanted
+    if guess is not None and guess < high:
+        if fits(guess):
+            low, high = guess, min(high, 2 * guess)
+        else:
+            high = guess
+    while high - low > (1 if guess is None else max(1, low // 16)):
         middle = (low + high) // 2
         if fits(middle):
             low = middle

@@ -10,10 +10,10 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import tarfile
 
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -23,10 +23,39 @@ IMAGE_KEYS = ("png", "jpg", "jpeg", "JPEG")
 
 
 def expand(pattern: str) -> list[str]:
-    urls = list(wds.shardlists.expand_urls(pattern))
+    """The shard names of a pattern, as webdataset spells them: ``{000000..000099}`` ranges (zero-padded to
+    the width of the first bound), ``{a,b}`` alternatives, and ``::`` between patterns. Written here so that
+    local shards need no webdataset (it is optional: only remote URLs go through it)."""
+    urls = [url for part in pattern.split("::") if part for url in _brace(part)]
     if not urls:
         raise UserError(f"--trainshards {pattern!r} names no shards")
     return urls
+
+
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def _brace(pattern: str) -> list[str]:
+    found = _BRACE.search(pattern)
+    if not found:
+        return [pattern]
+    head, body, tail = pattern[:found.start()], found[1], pattern[found.end():]
+    bounds = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if bounds:
+        width, low, high = len(bounds[1]), int(bounds[1]), int(bounds[2])
+        choices = [f"{i:0{width}d}" for i in range(low, high + 1)]
+    else:
+        choices = body.split(",")
+    return [url for choice in choices for url in _brace(head + choice + tail)]
+
+
+def webdataset_module():
+    try:
+        import webdataset
+    except ImportError:
+        raise UserError("remote shards (pipe:, http:, s3: ...) are read through the webdataset package, which is "
+                        "not installed: pip install webdataset, or copy the shards to a local folder") from None
+    return webdataset
 
 
 def default_size(pattern: str, num_classes: int) -> int:
@@ -76,9 +105,10 @@ class ShardDataset(IterableDataset):
 
     def _samples(self, url: str):
         try:
-            if os.path.isfile(url):
+            if "://" not in url and not url.startswith("pipe:"):
                 yield from read_local_tar(url)
             else:  # pipe:, http(s):, ... through webdataset's openers
+                wds = webdataset_module()
                 yield from wds.tarfile_to_samples(handler=wds.reraise_exception)([{"url": url}])
         except (tarfile.TarError, OSError, EOFError) as err:
             raise UserError(f"shard {url} is missing, truncated or corrupt ({err}); re-write or remove it") from None
