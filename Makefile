@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fdsl-installed
 FAISS  ?= faiss-cpu
 FAISS_STAMP := $(VENV)/.fdsl-$(FAISS)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean gpu-wheels
 
 $(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(FAISS_STAMP)
 bench: $(FAISS_STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/train.py
+
+# the wheels the GPU machine lacks (cp312, manylinux), into .whl/: `bash bench/gpu_check.sh --wheels .whl` there
+gpu-wheels:
+	PYTHON=$(PYTHON) bash bench/gpu_wheels.sh .whl
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
