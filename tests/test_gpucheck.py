@@ -138,7 +138,8 @@ def test_wheels_travel_and_are_installed_before_the_steps(tmp_path):
 
 
 def test_the_wheel_list_names_what_fdsl_imports_and_the_machine_lacks():
-    text = open(os.path.join(REPO, "bench/gpu_wheels.sh")).read()
+    with open(os.path.join(REPO, "bench/gpu_wheels.sh")) as handle:
+        text = handle.read()
     pins = dict(line.split("==") for line in text.split("WHEELS=(")[1].split(")")[0].split())
     assert set(pins) == {"webdataset", "braceexpand", "isal"}
     from importlib.metadata import version
