@@ -262,6 +262,8 @@ def test_rerun_is_done_and_other_options_are_refused(tmp_path, fdsl_cli):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("mine")
     assert "is not a prepared data set" in error_line(fdsl_cli(*command[:6], tmp_path / "busy"))
+    (tmp_path / "busy" / "manifest.json").write_text('{"database": "fractaldb"}')  # an fdsl render folder
+    assert "did not write" in error_line(fdsl_cli(*command[:6], tmp_path / "busy"))
 
 
 def test_stale_temporary_folder_of_a_killed_run_is_removed(tmp_path, fdsl_cli):

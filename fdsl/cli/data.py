@@ -68,6 +68,8 @@ def options(args):
         raise UserError(f"--per-class {args.per_class}: give 1 or more (or leave it out for every image)")
     if args.val_from_train < 0:
         raise UserError(f"--val-from-train {args.val_from_train}: give 0 or more")
+    if args.labels is not None and args.name != "cifar100":
+        raise UserError(f"--labels is for cifar100 (fine or coarse labels); drop it for {args.name}")
     if args.shard_size is not None and (args.format != "wds" or args.shard_size < 1):
         raise UserError("--shard-size N (N >= 1) goes with --format wds")
     source = args.source or default_source(args.name) or ""
@@ -100,7 +102,7 @@ def prepare(args) -> int:
         print(f"{args.out} is already prepared with these options ({summary(done)}); nothing to do")
         return 0
     start = time.perf_counter()
-    source = open_source(opts.name, opts.source or None, opts.labels if opts.name == "cifar100" else args.labels)
+    source = open_source(opts.name, opts.source or None, opts.labels)
     done = prepare(source, opts, args.out)
     print(f"{opts.name} -> {args.out}: {summary(done)} ({time.perf_counter() - start:.1f} s)")
     print(next_steps(args.out, done))

@@ -13,8 +13,6 @@ def open_source(name: str, path: str | None, labels: str | None = None) -> Sourc
     """The data set ``name`` read from ``path`` (--from; None: the reader's default place)."""
     if name not in NAMES:
         raise UserError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
-    if labels is not None and name != "cifar100":
-        raise UserError(f"--labels is for cifar100 (fine or coarse labels); drop it for {name}")
     if name in ("mnist", "fashion-mnist"):
         from fdsl.data.downstream.idx import open_idx
 

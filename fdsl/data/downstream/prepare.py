@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -105,7 +104,7 @@ def manifest(source: Source, opts: Options, plan: dict, shards: dict) -> dict:
     counts = {split: np.bincount(s.labels[idx], minlength=len(folders)).tolist() for split, (s, idx) in plan.items()}
     encoder = png.describe() if isinstance(source.splits["train"], ArraySplit) else "files copied unchanged"
     return {"dataset": opts.name, "options": asdict(opts), "source_files": source.files, "fdsl_version": __version__,
-            "images": encoder, "classes": [{"index": i, "folder": f, "label": label}
+            "encoding": encoder, "classes": [{"index": i, "folder": f, "label": label}
                                            for i, (f, label) in enumerate(zip(folders, source.classes))],
             "counts_per_class": counts, "counts": {split: sum(c) for split, c in counts.items()},
             **({"shards": shards} if shards else {}),
@@ -122,8 +121,13 @@ def finished(out: str, opts: Options) -> dict | None:
         if os.path.isdir(out) and not os.listdir(out):
             return None
         raise UserError(f"{out} exists and is not a prepared data set; choose another --out or remove it")
-    with open(path, encoding="utf-8") as handle:
-        done = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            done = json.load(handle)
+    except (OSError, ValueError):
+        done = None
+    if not isinstance(done, dict) or not isinstance(done.get("options"), dict) or "dataset" not in done:
+        raise UserError(f"{out} has a {MANIFEST} that fdsl data prepare did not write; choose another --out")
     wanted = asdict(opts)
     differ = [f"{key} {done['options'].get(key)!r} (now {value!r})" for key, value in wanted.items()
               if done["options"].get(key) != value]
@@ -135,11 +139,12 @@ def finished(out: str, opts: Options) -> dict | None:
 
 def remove_stale_temporaries(out: str) -> None:
     """Remove the temporary folders that killed runs on this host left beside OUT."""
-    parent, name = os.path.split(os.path.abspath(out))
-    host = socket.gethostname().split(".")[0].replace("/", "_")
-    prefix, suffix = f".{name}.tmp", f".{host}"
+    mine = os.path.basename(writers.temporary_name(out))  # .<name>.tmp<pid>.<host>
+    prefix, suffix = mine.split(f"tmp{os.getpid()}.", 1)
+    prefix += "tmp"
+    parent = os.path.dirname(out)
     for entry in os.listdir(parent):
-        pid = entry[len(prefix):-len(suffix)] if entry.startswith(prefix) and entry.endswith(suffix) else ""
+        pid = entry[len(prefix):-len(suffix) - 1] if entry.startswith(prefix) and entry.endswith("." + suffix) else ""
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
@@ -147,19 +152,20 @@ def remove_stale_temporaries(out: str) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's process
+        pass
     return True
 
 
 def prepare(source: Source, opts: Options, out: str) -> dict:
     """Write ``source`` to ``out`` (see the module docstring); returns the manifest."""
     plan = plan_splits(source, opts)  # a --per-class too large for a class fails here, before any file
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     remove_stale_temporaries(out)
-    tmp = writers.temporary_name(os.path.abspath(out))
+    tmp = writers.temporary_name(out)
     folders, shards = source.folder_names(), {}
     try:
         os.makedirs(tmp)
@@ -176,9 +182,11 @@ def prepare(source: Source, opts: Options, out: str) -> dict:
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(done, handle, indent=2)
             handle.write("\n")
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (finished() checked); os.replace needs the name free or an empty folder
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)  # OUT is absent or an empty folder (fdsl.cli.data checked with finished())
+        except OSError as err:
+            raise UserError(f"cannot move the finished data set to {out} ({err}); another run may have written "
+                            "it meanwhile: re-run the command to check") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
