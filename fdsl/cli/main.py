@@ -20,6 +20,7 @@ COMMANDS = {
     "eval-pretrain": ("fdsl.cli.eval_pretrain", "supervised training initialised from unsupervised VGG16 weights"),
     "hpt": ("fdsl.cli.hpt", "hierarchical pre-training: MoCo v2/BYOL from a base, linear/fine-tune evals, runner"),
     "mean-std": ("fdsl.cli.mean_std", "per-channel pixel mean/std of an image folder (for normalisation)"),
+    "data": ("fdsl.cli.data", "downstream data sets: `fdsl data prepare` writes MNIST, CIFAR, ... as image folders"),
 }
 
 
