@@ -69,6 +69,26 @@ def test_config_is_the_r50_c4_syncbn_transfer(name):
         assert model[key] == pytest.approx([255 * v for v in ref], abs=1e-3)
 
 
+# INPUT of the configs the published HPT runs (README.md:250: "the config with the `_moco` suffix"), their
+# _BASE_ chains merged by hand from cjrd/self-supervised-pretraining at 84e27bd,
+# OpenSelfSup/benchmarks/detection/configs/: coco_R_50_C4_2x_moco.yaml:9 sets MAX_SIZE_TRAIN 1200 over
+# coco_R_50_C4_2x.yaml:6-7; pascal_voc_R_50_C4_24k(_moco).yaml set none, so detectron2's default 1333
+# (detectron2/config/defaults.py:55) applies.
+DETECTRON2_MAX_SIZE_TRAIN = 1333
+PUBLISHED_INPUT = {"voc07_R_50_C4_24k.yaml": ((480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800), 800, 1333),
+                   "coco_R_50_C4_1x.yaml": ((640, 672, 704, 736, 768, 800), 800, 1200),
+                   "coco_R_50_C4_2x.yaml": ((640, 672, 704, 736, 768, 800), 800, 1200)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_image_sizes_are_the_published_moco_configs(name):
+    """MAX_SIZE_TRAIN caps the long side of a training image: it changes COCO AP, so it must be published."""
+    inputs = load(name)["INPUT"]
+    got = (_tuple(inputs["MIN_SIZE_TRAIN"]), inputs["MIN_SIZE_TEST"],
+           inputs.get("MAX_SIZE_TRAIN", DETECTRON2_MAX_SIZE_TRAIN))
+    assert got == PUBLISHED_INPUT[name]
+
+
 def test_weights_are_the_file_fdsl_hpt_detectron2_writes(tmp_path, fdsl_cli):
     weights = load("voc07_R_50_C4_24k.yaml")["MODEL"]["WEIGHTS"]
     assert weights.endswith(".pkl")  # detectron2 reads a .pkl {model, __author__} with matching heuristics

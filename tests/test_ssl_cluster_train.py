@@ -36,7 +36,7 @@ def summary(run_dir):
     ("DeepCluster", ["--super_classes", "1", "--rotnet", "false", "--k", "4", "--sobel", "true", "--epoch_size",
                      "data"]),
     ("RotNet", ["--super_classes", "4", "--k", "1", "--rotnet", "true"]),
-    ("DeeperCluster", ["--super_classes", "8", "--k", "4", "--rotnet", "on"]),
+    ("DeeperCluster", ["--super_classes", "8", "--k", "4", "--rotnet", "on", "--epoch_size", "32"]),
 ])
 def test_each_mode_learns(fdsl_cli, images, tmp_path, mode, flags):
     run = tmp_path / mode
@@ -54,7 +54,7 @@ def test_resume_in_the_middle_of_a_round_is_exact(fdsl_cli, images, tmp_path):
     """3 epochs of 4 steps, a round every 2 epochs: stopped at step 6 (epoch 1, inside round 0) and resumed,
     the weights equal those of a run that never stopped; the round of epoch 2 is clustered in both."""
     flags = ["--data_path", images, *TINY, "--super_classes", "8", "--k", "4", "--nepochs", "3", "--reassignment",
-             "2", "--lr", "0.02"]
+             "2", "--lr", "0.02", "--epoch_size", "32"]
     assert fdsl_cli("deepercluster", *flags, "--dump_path", tmp_path / "straight")[0] == 0
     code, out, _ = fdsl_cli("deepercluster", *flags, "--dump_path", tmp_path / "resumed", "--pause_updates", "6")
     assert code == 0 and "stopped at epoch 1 step 2/4" in out
@@ -117,6 +117,7 @@ def test_shards_and_on_the_fly_databases_are_sources(fdsl_cli, images, tmp_path)
     (["--k", "64", "--super_classes", "256", "--rotnet", "true"], "too small for 64 super-clusters"),
     (["--k", "4", "--pretrained", "/no/such.pth"], "--pretrained '/no/such.pth' does not exist"),
     (["--k", "4", "--rotnet", "maybe"], "invalid boolean 'maybe'"),
+    (["--k", "4", "--super_classes", "8"], "each of the 8 training groups 4 images"),  # 32 // 2 // 4 < batch 8
 ])
 def test_bad_input_is_one_line(fdsl_cli, images, tmp_path, flags, message):
     code, _, err = fdsl_cli("deepercluster", "--data_path", images, *TINY, *flags, "--dump_path", tmp_path / "x")
@@ -139,7 +140,7 @@ def test_two_gloo_processes_cluster_like_one(fdsl_cli, images, tmp_path):
     """torchrun, 2 CPU processes: the run completes, and the first round's assignments (computed before any
     training) are those of a 1-process run: the clustering does not depend on the world size."""
     flags = ["--data_path", images, *TINY, "--batch_size", "4", "--super_classes", "8", "--k", "4", "--nepochs",
-             "1", "--dist-timeout", "60"]
+             "1", "--dist-timeout", "60", "--epoch_size", "32"]
     env = {**os.environ, "PYTHONPATH": REPO, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     from test_engine_dist import free_port
 

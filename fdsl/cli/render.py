@@ -14,6 +14,7 @@ EPILOG = """examples:
   fdsl render fractaldb --out data/FractalDB-1k --workers 8
   fdsl render fractaldb --out data/FractalDB-1k --csv-dir official_csvs/ --size 362
   fdsl render onepfrac --out data/1p-frac --delta 0.1
+  fdsl render rcdb --out data/RCDB-copy --param-dir data/RCDB-1k/param   # the same bytes again
   fdsl render rcdb --out data/RCDB-21k --classes 21000 --format wds --estimate --workers 64
   mpirun -np 8 fdsl render rcdb --out data/RCDB-21k --classes 21000 --format wds --workers 8
   srun -N 4 -n 16 fdsl render visualatom --out data/VisualAtom-21k --classes 21000 --workers 4
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser(db_cls).parse_args(argv[1:]))
     options = {key: args.pop(key) for key in db_cls.defaults()}
     db = db_cls(options)
+    for note in getattr(db, "param_notes", ()):
+        print(f"fdsl render {db.name}: note: {note}", file=sys.stderr)
     plan = builder.BuildPlan(db, args["out"], fmt=args["format"], mode=args["mode"], shard_size=args["shard_size"])
     if args["estimate"]:
         return print_estimate(plan, args)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import numpy as np
 
+from fdsl.data import params_csv
+from fdsl.data.params_csv import ParamDir
 from fdsl.data.registry import Database
 from fdsl.errors import UserError
 from fdsl.render import contour
@@ -77,20 +80,38 @@ def validate_shared(o: dict) -> None:
     check_at_least(o, "start_pos", 0)
 
 
-def params_csv(params: dict) -> bytes:
-    """One header line and one row of the class parameters."""
-    keys = list(params)
-    return (",".join(keys) + "\n" + ",".join(repr(params[k]) for k in keys) + "\n").encode()
+# The class parameters the images use, as (type, least value) for reading them back from param/<class>.csv.
+SHAPE_FIELDS = {"vertices": (int, 3), "lines": (int, 1), "perlin": (float, -np.inf),
+                "line_width": (float, -np.inf)}
+VISUALATOM_FIELDS = {**SHAPE_FIELDS, "radius": (int, 0), "oval_x": (float, -np.inf),
+                     "oval_y": (float, -np.inf), "nami1": (int, 0), "nami2": (int, 0)}
 
 
-class RCDB(Database):
+class ContourDatabase(ParamDir, Database):
+    """What RCDB and VisualAtom share: --param-dir and the param/<class>.csv files."""
+
+    fields: ClassVar[dict] = {}
+
+    def read_class_file(self, path: str) -> dict:
+        return params_csv.read_named_row(path, self.fields)
+
+    def param_files(self, cls: int, params: dict) -> dict[str, bytes]:
+        return {f"param/{self.class_name(cls)}.csv": params_csv.format_named_row(params),
+                f"param/{params_csv.RENDER_RECORD}": self.render_record()}
+
+
+class RCDB(ContourDatabase):
     name = "rcdb"
     summary = "RCDB (CVPR 2022): radial contours, noisier outward copies in gray on white"
+    fields = SHAPE_FIELDS
+    # each instance redraws radius, oval rates and centre from (seed, class, instance) with these
+    image_options = ("seed", "radius_min", "radius_max", "oval_rate", "start_pos")
+    output_defaults: ClassVar[dict] = {"classes": 1000, "instances": 1000, "size": 512}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.set_defaults(instances=1000, size=512)
+        parser.set_defaults(classes=None, instances=None, size=None)
         r = contour.RCDBRanges()
         add_option(parser, "vertex-num", type=int, default=r.vertex_max,
                    help=f"most vertices of a class polygon; V ~ Exponential(mean --vertex-mean) "
@@ -107,8 +128,10 @@ class RCDB(Database):
                         f"(default {r.start_pos})")
         add_layout_option(parser, "image/<class>/<class>_<inst>.png and param/<class>.csv "
                                   "(RCDB's published layout already has the image/ level)")
+        cls.add_param_dir_option(add_option, parser)
 
     def validate(self) -> None:
+        self.resolve_param_dir()
         o = self.options
         check_at_least(o, "vertex_num", 3, " (a polygon needs 3 vertices)")
         if not o["vertex_mean"] > 0:
@@ -126,7 +149,7 @@ class RCDB(Database):
             oval_rate=o["oval_rate"], start_pos=o["start_pos"])
 
     def class_params(self, cls: int) -> dict:
-        return contour.rcdb_class(self.rng(cls), self.ranges)
+        return self.param_class_params(cls) or contour.rcdb_class(self.rng(cls), self.ranges)
 
     def render(self, cls: int, params: dict, instances: Sequence[int]) -> Iterator[np.ndarray]:
         ranges, size = self.ranges, self.options["size"]
@@ -136,18 +159,18 @@ class RCDB(Database):
     def image_path(self, cls: int, inst: int) -> str:
         return "image/" + super().image_path(cls, inst)
 
-    def param_files(self, cls: int, params: dict) -> dict[str, bytes]:
-        return {f"param/{self.class_name(cls)}.csv": params_csv(params)}
 
-
-class VisualAtom(Database):
+class VisualAtom(ContourDatabase):
     name = "visualatom"
     summary = "VisualAtom (CVPR 2023): contours of two sine waves plus Perlin noise, gray on black"
+    fields = VISUALATOM_FIELDS
+    image_options = ("seed", "start_pos")  # each instance redraws the centre from (seed, class, instance)
+    output_defaults: ClassVar[dict] = {"classes": 1000, "instances": 1000, "size": 512}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.set_defaults(instances=1000, size=512)
+        parser.set_defaults(classes=None, instances=None, size=None)
         r = contour.VisualAtomRanges()
         add_option(parser, "vertex-num", type=int, default=r.vertex_max,
                    help=f"most vertices of a class polygon; V ~ U{{--vertex-num-min..this}} "
@@ -169,8 +192,10 @@ class VisualAtom(Database):
             add_option(parser, f"nami-{k}-max", aliases=[f"nami{k}-max"], type=int, default=getattr(r, f"nami{k}_max"),
                        help=f"highest wave frequency n{k} (default 20)")
         add_layout_option(parser, "<class>/<class>_<inst>.png as the published renderer writes")
+        cls.add_param_dir_option(add_option, parser)
 
     def validate(self) -> None:
+        self.resolve_param_dir()
         o = self.options
         if o["perlin_max"] is None:
             o["perlin_max"] = o["perlin_min"] + 4.0
@@ -195,7 +220,7 @@ class VisualAtom(Database):
             nami1_max=o["nami_1_max"], nami2_min=o["nami_2_min"], nami2_max=o["nami_2_max"])
 
     def class_params(self, cls: int) -> dict:
-        return contour.visualatom_class(self.rng(cls), self.ranges)
+        return self.param_class_params(cls) or contour.visualatom_class(self.rng(cls), self.ranges)
 
     def render(self, cls: int, params: dict, instances: Sequence[int]) -> Iterator[np.ndarray]:
         ranges, size = self.ranges, self.options["size"]
@@ -210,4 +235,4 @@ class VisualAtom(Database):
         # in the published layout a param/ folder would sit among the class folders
         if self.options["layout"] != "trainer":
             return {}
-        return {f"param/{self.class_name(cls)}.csv": params_csv(params)}
+        return super().param_files(cls, params)

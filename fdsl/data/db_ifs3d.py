@@ -3,7 +3,8 @@
 A class is a searched 3D IFS; it has up to 145 point clouds (the identity plus 12 parameters x
 12 scalings), and image ``i`` of a class is view ``i % views`` of cloud ``i // views``. Layout:
 ``image/<class>/<class>_<image>.png``, ``param/<class>.csv`` (N rows of 12 parameters and the
-probability) and, with ``--save-ply``, ``ply/<class>/<class>_<cloud>.ply``.
+probability), ``param/render.json`` (the seed and options of the per-image draws, for ``--param-dir``)
+and, with ``--save-ply``, ``ply/<class>/<class>_<cloud>.ply``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from fdsl.data import params_csv
 from fdsl.data.db_contour import add_option, check_at_least
+from fdsl.data.params_csv import ParamDir
 from fdsl.data.registry import Database
 from fdsl.errors import UserError
 from fdsl.render import ifs3d
@@ -22,15 +24,17 @@ from fdsl.render import ifs3d
 CLOUD_STREAM = 3  # rng key suffix of the chaos game of a cloud (image streams are (cls, inst))
 
 
-class IFS3DDatabase(Database):
+class IFS3DDatabase(ParamDir, Database):
     name = ""
     views_default = 1
     instances_default = 1
+    # a cloud's chaos game and a view's camera draw from (seed, class, ...) with these
+    image_options = ("seed", "points", "views")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        parser.set_defaults(instances=cls.instances_default, size=224)
+        parser.set_defaults(classes=None, instances=None, size=None)
         add_option(parser, "views", type=int, default=cls.views_default, help=cls.views_help())
         add_option(parser, "variance", type=float, default=0.05,
                    help="category search: accept a system when its normalised cloud's variance along "
@@ -43,12 +47,18 @@ class IFS3DDatabase(Database):
         add_option(parser, "save-ply", action="store_true",
                    help="also write every point cloud used as ply/<class>/<class>_<cloud>.ply, binary PLY "
                         "(default off)")
+        cls.add_param_dir_option(add_option, parser)
 
     @classmethod
     def views_help(cls) -> str:
         return f"images per point cloud (default {cls.views_default})"
 
+    @property
+    def output_defaults(self) -> dict:
+        return {"classes": 1000, "instances": self.instances_default, "size": 224}
+
     def validate(self) -> None:
+        self.resolve_param_dir()
         o = self.options
         check_at_least(o, "views", 1, " (images per point cloud)")
         check_at_least(o, "points", 2)
@@ -69,7 +79,17 @@ class IFS3DDatabase(Database):
     def clouds_used(self) -> int:
         return math.ceil(self.num_instances / self.options["views"])
 
+    def read_class_file(self, path: str) -> np.ndarray:
+        system = params_csv.read_rows(path, 13, "3D IFS parameter CSV")
+        probabilities = system[:, 12]
+        if (probabilities < 0).any() or not probabilities.sum() > 0:
+            raise UserError(f"{path}: field 13 (the map probabilities) must be >= 0 with a positive sum; "
+                            f"fix that column")
+        return system
+
     def class_params(self, cls: int) -> np.ndarray:
+        if self.file_params is not None:
+            return self.file_params[cls]
         o = self.options
         try:
             return ifs3d.search_system(self.rng(cls), variance=o["variance"], points=o["points"])
@@ -77,7 +97,10 @@ class IFS3DDatabase(Database):
             raise UserError(f"class {cls}: {err}; lower --variance (published: 0.05)") from None
 
     def cloud(self, cls: int, system: np.ndarray, index: int) -> np.ndarray:
-        return ifs3d.instance_cloud(system, index, self.rng(cls, index, CLOUD_STREAM), self.options["points"])
+        try:
+            return ifs3d.instance_cloud(system, index, self.rng(cls, index, CLOUD_STREAM), self.options["points"])
+        except ValueError as err:  # only a hand-made parameter file can hold such a system
+            raise UserError(f"class {self.class_name(cls)}: {err}; fix its parameter file") from None
 
     def eye(self, cls: int, inst: int) -> np.ndarray:
         return ifs3d.random_view(self.rng(cls, inst))
@@ -97,7 +120,8 @@ class IFS3DDatabase(Database):
 
     def param_files(self, cls: int, params: np.ndarray) -> dict[str, bytes]:
         name = self.class_name(cls)
-        files = {f"param/{name}.csv": params_csv.format_rows(params)}
+        files = {f"param/{name}.csv": params_csv.format_rows(params),
+                 f"param/{params_csv.RENDER_RECORD}": self.render_record()}
         if self.options["save_ply"]:
             for index in range(self.clouds_used):
                 files[f"ply/{name}/{name}_{index:04d}.ply"] = ifs3d.ply_bytes(self.cloud(cls, params, index))
@@ -121,6 +145,7 @@ class MVFractalDB(IFS3DDatabase):
     summary = "MV-FractalDB (CVPR 2022): 3D IFS point clouds from 12 fixed views around the vertical axis"
     views_default = 12
     instances_default = 12 * ifs3d.INSTANCES_PER_CLASS
+    image_options = (*IFS3DDatabase.image_options, "elevation", "jitter")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -78,12 +78,18 @@ class Layout:
 
 
 def published_epoch_images(num_images: int, layout: Layout, global_batch: int) -> int:
-    """Images one epoch draws over all ranks, as published: main.py's check_parameters gives each of the
-    `super_classes` training groups size_dataset // nsc // 4 images, so an epoch is the data set with rotnet
-    (S = 4 nsc) and a quarter of it without. Rounded down to a multiple of the global batch once, on the total
-    (published: on each group's share, to batch x world; at most one global batch per group apart)."""
-    total = num_images // global_batch * global_batch // layout.nsc // 4 * layout.super_classes
-    return total // global_batch * global_batch
+    """Images one epoch draws over all ranks, as published: main.py's check_parameters (utils.py:130-134)
+    rounds the data set down to a multiple of batch x world, gives each training group size // nsc // 4
+    images rounded down again to batch x world, and each of the `super_classes` groups draws that many
+    (trainer.py:91-97). So an epoch is about the data set with rotnet (S = 4 nsc) and a quarter of it
+    without; the rounding is per group, as published (31,216 steps of 48 x 64 at the paper's scale)."""
+    share = num_images // global_batch * global_batch // layout.nsc // 4
+    if share < global_batch <= num_images:
+        raise UserError(f"--epoch_size published gives each of the {layout.super_classes} training groups "
+                        f"{share} images ({num_images} // {layout.nsc} super-clusters // 4, as published), less "
+                        f"than one global batch ({global_batch} = --batch_size x processes); lower --batch_size "
+                        f"or pass --epoch_size data")
+    return share // global_batch * global_batch * layout.super_classes
 
 
 class ClusterHeads(nn.Module):
