@@ -37,29 +37,32 @@ def test_other_forms_are_one_line_naming_the_form_and_what_fdsl_reads(form, fdsl
 
 def test_wds_takes_timms_train_split_pattern_and_sample_count(tmp_path):
     pattern = "imagenet-train-{0000..0009}.tar"
-    args = cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/imagenet", "--train-split", f"{pattern}|640"])
+    args = cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/imagenet", "--train-split", f"{pattern}|640",
+                                       "--num-classes", "1000"])
     assert (args.webdataset, args.trainshards, args.dataset_size) == (True, str(tmp_path / pattern), 640)
     args = cli_args.parse("pretrain", ["D", "--dataset", "wds/x", "--train-split", "/abs/s-{0..1}.tar", "--dataset_size",
-                                       "7"])
+                                       "7", "--num-classes", "2"])
     assert (args.trainshards, args.dataset_size) == ("/abs/s-{0..1}.tar", 7)  # an absolute pattern is not under DIR
-    args = cli_args.parse("pretrain", ["--dataset", "wds", "--trainshards", "P-{0..3}.tar"])
+    args = cli_args.parse("pretrain", ["--dataset", "wds", "--trainshards", "P-{0..3}.tar", "--num-classes", "2"])
     assert (args.webdataset, args.trainshards, args.dataset_size) == (True, "P-{0..3}.tar", None)
-    ft = cli_args.parse("finetune", [str(tmp_path), "-d", "WDS/x", "--train-split", "t-{00..02}.tar"])
+    ft = cli_args.parse("finetune", [str(tmp_path), "-d", "WDS/x", "--train-split", "t-{00..02}.tar", "--num-classes", "3"])
     assert (ft.webdataset, ft.trainshards, ft.dataset_size) == (True, str(tmp_path / "t-{00..02}.tar"), None)
     with pytest.raises(UserError, match=r"--train-split s-\{0..1\}.tar\|many: .*sample count"):
         cli_args.parse("pretrain", ["D", "-d", "wds/x", "--train-split", "s-{0..1}.tar|many"])
+    with pytest.raises(UserError, match="--dataset wds/x needs --num-classes"):
+        cli_args.parse("pretrain", ["D", "-d", "wds/x", "--train-split", "s-{0..1}.tar"])
 
 
 def test_wds_finds_the_shards_fdsl_wrote_in_dir_and_names_a_gap(tmp_path):
     for k in (0, 1, 2, 4):
         (tmp_path / f"SHARDS-{k:06d}.tar").write_bytes(b"")
     with pytest.raises(UserError, match=r"lacks 1 shard\(s\) .*first missing: SHARDS-000003.tar"):
-        cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/rcdb"])
+        cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/rcdb", "--num-classes", "4"])
     (tmp_path / "SHARDS-000003.tar").write_bytes(b"")
-    args = cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/rcdb"])
+    args = cli_args.parse("pretrain", [str(tmp_path), "--dataset", "wds/rcdb", "--num-classes", "4"])
     assert args.trainshards == str(tmp_path / "SHARDS-{000000..000004}.tar")
     with pytest.raises(UserError, match="name the shards.*holds no SHARDS-"):
-        cli_args.parse("pretrain", [str(tmp_path / "other"), "--dataset", "wds/rcdb"])
+        cli_args.parse("pretrain", [str(tmp_path / "other"), "--dataset", "wds/rcdb", "--num-classes", "4"])
 
 
 def test_dataset_conflicts_are_one_line():

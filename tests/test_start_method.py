@@ -60,3 +60,24 @@ def test_the_image_cache_needs_fork(tmp_path, monkeypatch):
     monkeypatch.setenv(start_method.ENV, "fork")
     cached = cache.for_folder(paths, "on", workers=2, log=lambda line: None)
     assert [int(cached.get(i)[0, 0]) for i in range(3)] == [0, 40, 80]
+
+
+def test_dataloader_workers_and_their_shared_counters_use_the_start_method(tmp_path, monkeypatch):
+    from test_engine_util import make_folder
+
+    from fdsl.cli.args import parse
+    from fdsl.engine.data import build_train_data, make_loader
+    from fdsl.engine.distributed import DistInfo
+
+    folder = make_folder(tmp_path, classes=2, per_class=4)
+    monkeypatch.setenv(start_method.ENV, "spawn")
+    args = parse("pretrain", [folder, "-j", "1", "-b", "2"])
+    data = build_train_data(args, DistInfo())
+    assert data.dataset.cache is None  # auto: the cache needs fork
+    loader = make_loader(args, DistInfo(), data)
+    assert loader.loader.multiprocessing_context.get_start_method() == "spawn"
+    bad_files = data.dataset.bad_files  # counted by the workers: its lock must pass to a spawned process
+    child = start_method.context().Process(target=type(bad_files).add, args=(bad_files, "broken.png"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and bad_files.take() == (1, "broken.png")

@@ -42,6 +42,8 @@ def resolve_dataset(args: argparse.Namespace) -> None:
                             f"drop one (or use --dataset wds/NAME)")
         return
     pattern, samples = shard_pattern(args)
+    if not args.num_classes:
+        raise UserError(f"--dataset {args.dataset} needs --num-classes (shards carry no class list)")
     args.webdataset = True
     args.trainshards = pattern
     if getattr(args, "dataset_size", None) is None:
