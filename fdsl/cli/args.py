@@ -11,6 +11,7 @@ import os
 
 import yaml
 
+from fdsl.cli import timm_flags
 from fdsl.errors import UserError
 
 # Spellings the published READMEs use that their parser rejected (D3); both are accepted here.
@@ -21,8 +22,12 @@ def _add_dataset_model(p: argparse.ArgumentParser, finetune: bool) -> None:
     g = p.add_argument_group("dataset / model")
     g.add_argument("data_dir", metavar="DIR", nargs="?", default=None,
                    help="dataset root (train/ and val/ or validation/ are searched; not read with -w or --synthetic)")
-    g.add_argument("--dataset", "-d", default="", help="dataset type; '' = recursive image folder")
-    g.add_argument("--train-split", default="train", help="training subfolder searched under DIR")
+    g.add_argument("--dataset", "-d", default="", metavar="FORM",
+                   help="timm's reader name: '' (default), folder or ImageFolder = image folder DIR; wds/NAME = "
+                        "webdataset shards: DIR + --train-split 'NAME-{0000..0099}.tar[|SAMPLES]', or the "
+                        "SHARDS-*.tar fdsl wrote in DIR; torch/, hfds/, tfds/ are refused (export to a folder)")
+    g.add_argument("--train-split", default="train",
+                   help="training subfolder searched under DIR (with --dataset wds/NAME: the shard pattern)")
     g.add_argument("--val-split", default="validation", help="validation subfolder (val/ is also tried)")
     g.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
     g.add_argument("--pretrained", action="store_true", help="timm weights from the local cache (never downloaded)")
@@ -36,7 +41,9 @@ def _add_dataset_model(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--interpolation", default="", help="eval resize interpolation (model default otherwise)")
     g.add_argument("-b", "--batch-size", type=int, default=32, help="batch size PER PROCESS (global = b x world)")
     if finetune:
-        g.add_argument("--pretrained-path", default="", help="checkpoint to initialise from (fdsl, published or state dict)")
+        g.add_argument("--pretrained-path", "--initial-checkpoint", dest="pretrained_path", default="",
+                       help="checkpoint to initialise from (fdsl, published or state dict); --initial-checkpoint "
+                            "is timm's name for it")
         g.add_argument("--crop-pct", type=float, default=None, help="eval center-crop fraction")
         g.add_argument("-vb", "--validation-batch-size-multiplier", type=int, default=1, help="eval batch = vb x b")
     else:
@@ -160,7 +167,8 @@ def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
     g.add_argument("--lr-scale-batch", type=int, default=None,
                    help="scale lr, warmup-lr, min-lr by global batch / N (the hydra trainers use 512)")
     g.add_argument("--log-tensorboard", action="store_true")
-    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or mps (Apple-silicon GPU, where torch has it); default: cuda when available")
     g.add_argument("--train-dir", default=None, help="explicit training folder (no split search)")
     g.add_argument("--val-dir", default=None, help="explicit validation folder")
     g.add_argument("--gpu-augment", action="store_true",
@@ -186,9 +194,13 @@ def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
                             "e.g. iterations=50000 draw_type=point_gray")
 
 
-def build_parser(kind: str) -> argparse.ArgumentParser:
+def build_parser(kind: str, usage: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `usage` and `description` (its examples, printed first by --help) come from cli.pretrain and
+    cli.finetune."""
     finetune = kind == "finetune"
-    p = argparse.ArgumentParser(prog=f"fdsl {kind}", description=f"{kind} a timm model (published {kind}.py flags)")
+    p = argparse.ArgumentParser(prog=f"fdsl {kind}", usage=usage,
+                                description=description or f"{kind} a timm model (published {kind}.py flags)",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_dataset_model(p, finetune)
     _add_optimizer_schedule(p)
     _add_augmentation(p)
@@ -225,12 +237,14 @@ def load_config(parser: argparse.ArgumentParser, path: str) -> dict:
     return out
 
 
-def parse(kind: str, argv: list[str]) -> argparse.Namespace:
-    parser = build_parser(kind)
+def parse(kind: str, argv: list[str], usage: str | None = None, description: str | None = None) -> argparse.Namespace:
+    parser = build_parser(kind, usage, description)
     argv = normalize_argv(argv)
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         parser.set_defaults(**load_config(parser, pre.config))
     args = parser.parse_args(argv)
     args.kind = kind
+    timm_flags.resolve_dataset(args)
+    timm_flags.check_device(args.device)
     return args

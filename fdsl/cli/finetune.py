@@ -7,6 +7,21 @@ import sys
 from fdsl.cli import args as cli_args
 from fdsl.cli import hydra
 
+USAGE = "fdsl finetune DIR [options]   (or python finetune.py ...; hydra-style key=value lines work too)"
+EXAMPLES = """fine-tune a timm model on an image folder (DIR/train/<class>/, DIR/val/<class>/), from a checkpoint.
+
+examples:
+  fdsl finetune data/cifar10 --config configs/finetune_cifar10.yaml --pretrained-path output/rcdb1k/model_best.pth.tar
+  fdsl finetune data/imagenet --model deit_base_patch16_224 --initial-checkpoint output/rcdb1k/model_best.pth.tar \\
+      --num-classes 1000 --epochs 300 -b 64 --opt adamw --lr 1e-3 --sched cosine      # timm's flag names
+  fdsl finetune --train-dir data/cars/train --val-dir data/cars/test --config configs/finetune_cifar10.yaml
+  mpirun -npernode 4 -np 8 python finetune.py data/imagenet --config configs/finetune_imagenet.yaml \\
+      --pretrained-path output/rcdb1k/model_best.pth.tar
+  fdsl finetune data=colorimagefolder data.trainset.root=data/cifar10/train data.valset.root=data/cifar10/val \\
+      data.baseinfo.num_classes=10 ckpt=output/rcdb1k/model_best.pth.tar model=vit mode=finetune output_dir=out
+Flags after --config override the recipe; --batch-size is per process; --resume auto continues
+<output>/<experiment>/last.pth.tar. Every flag below; the reference is docs/training.md."""
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -14,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
 
     if hydra.is_hydra(argv):
         return trainer.run(hydra.to_args(argv))
-    return trainer.run(cli_args.parse("finetune", argv))
+    return trainer.run(cli_args.parse("finetune", argv, USAGE, EXAMPLES))

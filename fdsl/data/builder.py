@@ -10,7 +10,6 @@ temporary name and renamed, so a killed run never leaves half a file.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from fdsl import __version__
-from fdsl.data import png, writers
+from fdsl.data import png, start_method, writers
 from fdsl.data.registry import Database
 from fdsl.errors import UserError
 from fdsl.launch import Launch
@@ -245,8 +244,7 @@ def run_units(plan: BuildPlan, units: list[int], counts: list[int], workers: int
         _init_worker(plan)
         results = map(work, units)
     else:
-        context = multiprocessing.get_context("fork")
-        pool = context.Pool(min(workers, len(units)), initializer=_init_worker, initargs=(plan,))
+        pool = start_method.context().Pool(min(workers, len(units)), initializer=_init_worker, initargs=(plan,))
         results = pool.imap(work, units)
     try:
         for count, n in zip(counts, results):

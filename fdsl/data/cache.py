@@ -12,12 +12,12 @@ refuses with the figures otherwise; ``off`` reads the files every time.
 from __future__ import annotations
 
 import mmap
-import multiprocessing
 import os
 import time
 
 import numpy as np
 
+from fdsl.data import start_method
 from fdsl.data.images import image_shape, read_image
 from fdsl.errors import UserError
 
@@ -123,8 +123,8 @@ def fill(cache: ImageCache, paths: list[str], workers: int) -> None:
     chunks = [todo[k:k + 256] for k in range(0, len(todo), 256)]
     _FILLING = (cache, paths)
     try:
-        if workers > 1 and len(chunks) > 1:
-            with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+        if workers > 1 and len(chunks) > 1 and start_method.forks():  # the children write into the inherited map
+            with start_method.context().Pool(min(workers, len(chunks))) as pool:
                 for errors in pool.imap_unordered(_fill, chunks):
                     cache.errors.update(errors)
         else:
@@ -142,6 +142,12 @@ def for_folder(paths: list[str], mode: str, workers: int = 1, log=print) -> Imag
     """The cache of ``paths`` under ``--cache-images MODE`` (auto/on/off), or None when not caching."""
     if mode == "off" or not paths:
         return None
+    if not start_method.forks():  # spawned workers do not inherit the shared map
+        if mode == "auto":
+            return None
+        raise UserError(f"--cache-images on shares memory with forked DataLoader workers, but fdsl starts workers "
+                        f"with {start_method.name()} here; drop --cache-images (or set "
+                        f"{start_method.ENV}=fork where fork is safe)")
     share = AUTO_SHARE if mode == "auto" else ON_SHARE
     ranks = local_ranks()
     budget = int(available_bytes() * share / ranks)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import warnings
 
-import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
+from fdsl.data import start_method
 from fdsl.data.images import read_image, to_pil
 from fdsl.data.naming import IMAGE_EXTENSIONS, natural_key
 from fdsl.errors import UserError
@@ -65,12 +65,14 @@ def scan(root: str, classes: list[str] | None = None) -> tuple[list[tuple[str, i
 
 
 class BadFiles:
-    """Count of unreadable images and the first one's path, shared with DataLoader workers. Made in the default
-    start method's context (fork, spawn or forkserver), which the DataLoader also uses."""
+    """Count of unreadable images and the first one's path, shared with DataLoader workers. Made in fdsl's
+    start method's context (fdsl.data.start_method), which the DataLoader also uses: a lock made for fork
+    cannot be handed to a spawned worker."""
 
     def __init__(self):
-        self._count = mp.Value("i", 0)
-        self._first = mp.Array("c", 1024)
+        context = start_method.context()
+        self._count = context.Value("i", 0)
+        self._first = context.Array("c", 1024)
 
     def add(self, path: str) -> None:
         with self._count.get_lock():

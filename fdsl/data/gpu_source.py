@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fdsl.data import registry
+from fdsl.data import registry, start_method
 from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
 from fdsl.errors import UserError
 from fdsl.render import gpu_contour, gpu_ifs, ifs3d
@@ -43,10 +43,10 @@ def _class_params(cls: int):
 
 
 def pool_context():
-    """fork while CUDA is untouched (fast start); spawn once it is initialised: a forked child of a process
-    with a CUDA context inherits a broken one (and NCCL's threads), so the trainer, which has picked its GPU
-    by now, starts fresh interpreters."""
-    return multiprocessing.get_context("spawn" if torch.cuda.is_initialized() else "fork")
+    """fdsl's start method (fork on Linux) while CUDA is untouched; spawn once it is initialised: a forked child
+    of a process with a CUDA context inherits a broken one (and NCCL's threads), so the trainer, which has
+    picked its GPU by now, starts fresh interpreters."""
+    return multiprocessing.get_context("spawn") if torch.cuda.is_initialized() else start_method.context()
 
 
 def all_class_params(db, workers: int = 1, progress: bool = True) -> list:

@@ -11,7 +11,7 @@ from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fdsl.data import builder, cache, folder, gpu_augment, samplers, shards, transforms
+from fdsl.data import builder, cache, folder, gpu_augment, samplers, shards, start_method, transforms
 from fdsl.data.images import image_shape
 from fdsl.engine.logging import print0
 from fdsl.errors import UserError
@@ -217,7 +217,8 @@ def build_val_data(args, info, model, train_data: TrainData):
 def make_loader(args, info, data, train: bool = True):
     """Training: drop_last, RASampler / DistributedSampler / shuffle. Workers are not persistent, so each
     epoch's worker seeds come from the per-epoch RNG and a resumed run replays the same augmentation."""
-    common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda"}
+    common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda",
+              "multiprocessing_context": start_method.context() if args.workers > 0 else None}
     if train and data.kind == "device":  # batches are rendered on the device: no DataLoader
         data.dataset.check_memory()
         return data.dataset
