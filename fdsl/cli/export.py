@@ -113,12 +113,18 @@ def write_weights(model, path: str) -> int:
     return len(tensors)
 
 
-def push(out: str, repo: str, private: bool) -> None:
+def push(out: str, repo: str, private: bool, user_offline: bool) -> None:
+    """Upload the folder. Model creation switched huggingface_hub offline (fdsl never downloads); an upload the
+    user asked for lifts that again, unless the user's own HF_HUB_OFFLINE says otherwise."""
     try:
+        import huggingface_hub.constants
         from huggingface_hub import HfApi
     except ImportError:
-        raise UserError("--push-to-hub needs huggingface_hub (pip install huggingface_hub); DIR is written, "
+        raise UserError(f"--push-to-hub needs huggingface_hub (pip install huggingface_hub); {out} is written, "
                         "upload it later") from None
+    if not user_offline:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        huggingface_hub.constants.HF_HUB_OFFLINE = False
     try:
         api = HfApi()
         api.create_repo(repo, private=private, exist_ok=True)
@@ -130,6 +136,7 @@ def push(out: str, repo: str, private: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    user_offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     weights, model, data_cfg = load_model(args, "export")
     labels = released.label_names(weights, model.num_classes, args.labels_from)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -143,6 +150,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (backbone)' if model.num_classes == 0 else ''}, {count} tensors from {weights.path} "
           f"({weights.layout.name} layout); model.safetensors, config.json, README.md")
     if args.push_to_hub:
-        push(args.out, args.push_to_hub, args.private)
+        push(args.out, args.push_to_hub, args.private, user_offline)
         print(f"export: pushed {args.out} to https://huggingface.co/{args.push_to_hub}")
     return 0

@@ -14,11 +14,22 @@ RECIPE = ("epochs", "batch_size", "opt", "lr", "weight_decay", "sched", "warmup_
 NOT_IN_COMMAND = {"resume", "output", "experiment", "run_dir", "kind", "log_wandb", "device", "workers"}
 
 
-def database_info(weights) -> dict | None:
-    """{'database', 'options', 'source', ...} of what the weights were pre-trained on, or None."""
+def database_info(weights, depth: int = 0) -> dict | None:
+    """{'database', 'options', 'source', ...} of what the weights were pre-trained on, or None. A fine-tuned
+    checkpoint's comes from the checkpoint it started from (--pretrained-path), when that file is still there."""
     from fdsl.data.builder import MANIFEST
+    from fdsl.engine import released
+    from fdsl.errors import UserError
 
     args = weights.args
+    if args.get("kind") == "finetune":
+        start = args.get("pretrained_path")
+        if not start or depth > 3 or not os.path.exists(start):
+            return None
+        try:
+            return database_info(released.read(start), depth + 1)
+        except UserError:
+            return None
     if args.get("synthetic"):
         return {"database": args["synthetic"], "options": args.get("synthetic_opt") or [],
                 "num_classes": args.get("num_classes"), "num_instances": args.get("synthetic_instances"),
@@ -68,9 +79,10 @@ def training_command(args: dict) -> str | None:
     if not args.get("model"):
         return None
     kind = args.get("kind") if args.get("kind") in ("pretrain", "finetune") else "pretrain"
-    parts = [f"fdsl {kind}", str(args.get("data_dir") or "DATA")]
+    parts = [f"fdsl {kind}", str(args.get("data_dir") or "DATA"), f"--model {args['model']}"]
     for action in build_parser(kind)._actions:
-        if not action.option_strings or action.dest in NOT_IN_COMMAND | {"help"} or action.dest not in args:
+        skip = NOT_IN_COMMAND | {"help", "model"}
+        if not action.option_strings or action.dest in skip or action.dest not in args:
             continue
         value = args[action.dest]
         if value is None or value is False or value == action.default or (
@@ -102,6 +114,8 @@ def _rows(weights, model, arch: str, data_cfg: dict, labels, database, metrics) 
             if database.get(key):
                 text += f", {key.replace('num_', '')} {database[key]}"
         rows.append(("pre-training database", text + f" (from {database.get('source')})"))
+    if weights.args.get("kind") == "finetune" and weights.args.get("data_dir"):
+        rows.append(("fine-tuned on", f"`{weights.args['data_dir']}`"))
     if weights.epoch is not None:
         rows.append(("last epoch", f"{weights.epoch} (counted from 0)"))
     if metrics:
