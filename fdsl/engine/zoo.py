@@ -37,8 +37,8 @@ class Released:
 
 
 RELEASED = (
-    Released("FractalDB-1000_resnet50_epoch90.pth", "resnet50", 1000, "FractalDB-1k", "accv20", "state_dict"),
-    Released("FractalDB-10000_resnet50_epoch90.pth", "resnet50", 10000, "FractalDB-10k", "accv20", "state_dict"),
+    Released("FractalDB-1000_resnet50_epoch90.pth", "resnet50", 1000, "FractalDB-1k", "accv20", "plain"),
+    Released("FractalDB-10000_resnet50_epoch90.pth", "resnet50", 10000, "FractalDB-10k", "accv20", "plain"),
     Released("exfractal_21k_base.pth.tar", "deit_base_patch16_224", 21000, "ExFractalDB-21k", "cvpr22", "timm"),
     Released("rcdb_21k_base.pth.tar", "deit_base_patch16_224", 21000, "RCDB-21k", "cvpr22", "timm"),
     Released("vit_tiny_with_visualatom_1k.pth.tar", "deit_tiny_patch16_224", 1000, "VisualAtom-1k", "cvpr23", "timm"),
@@ -46,9 +46,9 @@ RELEASED = (
              "timm"),
     Released("swin_base_with_visualatom_21k.pth.tar", "swin_base_patch4_window7_224", 21000, "VisualAtom-21k",
              "cvpr23", "timm"),
-    Released("pretrain_deit_tiny_2d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth", "deit_tiny_patch16_224",
+    Released("pretrain_deit_tiny_2d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth", "vit_tiny_patch16_224",
              1000, "2D-OFDB-1k", "iccv23", "deit"),
-    Released("pretrain_deit_tiny_3d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth", "deit_tiny_patch16_224",
+    Released("pretrain_deit_tiny_3d-ofdb1k_patch_lr1.0e-3_epochs80000_bs256-last.pth", "vit_tiny_patch16_224",
              1000, "3D-OFDB-1k", "iccv23", "deit"),
     Released("pretrain_deit_tiny_2d-ofdb21k_patch_lr5.0e-4_epochs15238_bs1024_amp-last.pth.tar",
              "deit_tiny_patch16_224", 21000, "2D-OFDB-21k", "iccv23", "timm"),
