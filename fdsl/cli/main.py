@@ -21,6 +21,8 @@ COMMANDS = {
     "hpt": ("fdsl.cli.hpt", "hierarchical pre-training: MoCo v2/BYOL from a base, linear/fine-tune evals, runner"),
     "mean-std": ("fdsl.cli.mean_std", "per-channel pixel mean/std of an image folder (for normalisation)"),
     "data": ("fdsl.cli.data", "downstream data sets: `fdsl data prepare` writes MNIST, CIFAR, ... as image folders"),
+    "export": ("fdsl.cli.export", "a checkpoint (fdsl's or a released one) to timm / Hugging Face: safetensors, config, card"),
+    "evaluate": ("fdsl.cli.evaluate", "top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint on a folder"),
 }
 
 

@@ -7,13 +7,13 @@ restored on resume; held copies do not depend on the top-N list; an existing run
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 
 import torch
 
-from fdsl.checkpoint_io import load, unwrap_state_dict  # also re-exported for the engine's callers
+from fdsl.checkpoint_io import load, unwrap_state_dict  # noqa: F401 - re-exported for the engine's callers
+from fdsl.engine import released
 from fdsl.errors import UserError
 
 VERSION = 2
@@ -118,16 +118,15 @@ def _resize_pos_embed(model, sd: dict) -> None:
 
 
 def load_pretrained(model, path: str, arch: str, log=print) -> None:
-    """Initialise `model` from a checkpoint for fine-tuning (spec 3.2, D15 fixed): the head is dropped only
-    when its shape differs, pos_embed is bicubic-resized, missing/unexpected keys are printed, and a file
-    from another architecture is one clear error."""
-    ckpt = load(path)
-    sd = unwrap_state_dict(ckpt)
+    """Initialise `model` from a checkpoint for fine-tuning (spec 3.2, D15 fixed): any layout of
+    fdsl.engine.released (fdsl, timm, the papers' files, SSL backbones, an `fdsl export` directory); the head
+    is dropped only when its shape differs, pos_embed is bicubic-resized, missing/unexpected keys are printed,
+    and a file from another architecture is one clear error."""
+    weights = released.read(path)
+    released.check_timm(weights, "finetune")
+    sd = dict(weights.state_dict)
     own = model.state_dict()
-    src_arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
-    if src_arch is None and isinstance(ckpt, dict) and isinstance(ckpt.get("args"), (dict, argparse.Namespace)):
-        a = ckpt["args"]
-        src_arch = a.get("model") if isinstance(a, dict) else getattr(a, "model", None)
+    src_arch = weights.arch
     for head in head_names(model):
         for suffix in (".weight", ".bias"):
             key = head + suffix
@@ -147,9 +146,10 @@ def load_pretrained(model, path: str, arch: str, log=print) -> None:
             detail = (f"{len(mismatched)} shape mismatches, e.g. {k} {tuple(sd[k].shape)} vs "
                       f"{tuple(own[k].shape)} in the model")
         else:
-            detail = "no matching keys"
-        raise UserError(f"--pretrained-path {path} was written for {src_arch or 'another architecture'}, "
-                        f"not {arch} ({detail}); pass --model {src_arch or '<its model>'} or another checkpoint")
+            detail = f"no matching keys; the file has e.g. {', '.join(list(sd)[:3])}"
+        raise UserError(f"--pretrained-path {path} ({weights.layout.name} layout) was written for "
+                        f"{src_arch or 'another architecture'}, not {arch} ({detail}); pass --model "
+                        f"{src_arch or '<its model>'} or another checkpoint")
     result = model.load_state_dict(sd, strict=False)
-    log(f"pretrained: loaded {len(matched)} tensors from {path}; missing {list(result.missing_keys)}; "
-        f"unexpected {list(result.unexpected_keys)}")
+    log(f"pretrained: loaded {len(matched)} tensors from {path} ({weights.describe()}); missing "
+        f"{list(result.missing_keys)}; unexpected {list(result.unexpected_keys)}")
