@@ -93,3 +93,17 @@ def test_the_ssl_steps_on_a_device(method_name):
     views = [torch.zeros(4, 3, 32, 32) for _ in range(2)]  # host views: the loop moves them
     engine_step(method, method.module, (views, torch.zeros(4, dtype=torch.long)), optimizer, ctx)
     assert all(t.device == META for t in method.module.state_dict().values())
+
+
+def test_a_missing_wandb_is_one_warning_and_training_goes_on(monkeypatch, tmp_path, capsys):
+    """The GPU machine has no wandb: --log-wandb there warns once, naming the package and the fix."""
+    import argparse
+    import sys
+
+    from fdsl.engine.logging import start_wandb
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    args = argparse.Namespace(project_name="p", group_name="g", entity_name="YOUR_ENTITY")
+    assert start_wandb(args, str(tmp_path)) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wandb package is not installed" in err[0] and "pip install wandb" in err[0]

@@ -47,6 +47,25 @@ class Summary:
         self._write_all()
 
 
+def start_wandb(args, run_dir: str):
+    """A wandb run (offline unless WANDB_MODE says otherwise), or None with one warning line when wandb is not
+    installed or fails to start: tracking never stops training."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    try:
+        import wandb
+    except ImportError:
+        print("warning: --log-wandb: the wandb package is not installed; training goes on without it "
+              "(pip install wandb)", file=sys.stderr)
+        return None
+    try:
+        return wandb.init(project=args.project_name, name=os.path.basename(run_dir), group=args.group_name,
+                          config=vars(args), dir=run_dir,
+                          entity=None if args.entity_name.startswith("YOUR_") else args.entity_name)
+    except Exception as err:  # noqa: BLE001 - tracking must never stop training
+        print(f"warning: wandb disabled ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
+
+
 class Trackers:
     """wandb and TensorBoard, both optional; a run never waits on a network (WANDB_MODE defaults to offline)."""
 
@@ -56,15 +75,7 @@ class Trackers:
         if not info.is_main:
             return
         if args.log_wandb:
-            os.environ.setdefault("WANDB_MODE", "offline")
-            try:
-                import wandb
-
-                self.wandb = wandb.init(project=args.project_name, name=os.path.basename(run_dir),
-                                        group=args.group_name, config=vars(args), dir=run_dir,
-                                        entity=None if args.entity_name.startswith("YOUR_") else args.entity_name)
-            except Exception as err:  # noqa: BLE001 - tracking must never stop training
-                print(f"warning: wandb disabled ({type(err).__name__}: {err})", file=sys.stderr)
+            self.wandb = start_wandb(args, run_dir)
         if args.log_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
