@@ -65,7 +65,7 @@ def final_metrics(weights) -> dict | None:
 
 
 def _flag(action, value) -> str:
-    name = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+    name = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
     if action.nargs == 0:
         return name
     values = value if isinstance(value, (list, tuple)) else [value]
