@@ -110,8 +110,14 @@ class Progress:
                 self.seconds.setdefault(run.kind, []).append(result["seconds"])
 
     def estimate(self, run: Run) -> float:
+        """The mean duration of the finished runs of its kind; of a kind not seen yet, the default scaled by how
+        the finished runs compared with their defaults."""
         got = self.seconds.get(run.kind)
-        return sum(got) / len(got) if got else DEFAULT_SECONDS[run.kind]
+        if got:
+            return sum(got) / len(got)
+        seen = [(sum(v) / len(v), DEFAULT_SECONDS[k]) for k, v in self.seconds.items()]
+        scale = sum(m for m, _ in seen) / sum(d for _, d in seen) if seen else 1.0
+        return DEFAULT_SECONDS[run.kind] * scale
 
     def chain(self, run: Run, pending: dict[str, Run]) -> float:
         """RUN's estimate plus its longest chain of pending dependents."""

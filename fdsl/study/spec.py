@@ -78,7 +78,7 @@ def _words(value, path: str, key: str) -> list[str]:
 def check(study: dict, path: str) -> dict:
     unknown = set(study) - TOP_KEYS
     if unknown:
-        raise _fail(path, sorted(unknown)[0], f"unknown key; the keys are: {', '.join(sorted(TOP_KEYS))}")
+        raise _fail(path, min(unknown), f"unknown key; the keys are: {', '.join(sorted(TOP_KEYS))}")
     try:
         study["seeds"] = [int(s) for s in _words(study.get("seeds", [0]), path, "seeds")]
     except ValueError:
@@ -123,7 +123,7 @@ def _check_source(name: str, source, path: str) -> None:
         raise _fail(path, key, "give a mapping, e.g. {database: fractaldb, render: '--classes 10'}")
     unknown = set(source) - SOURCE_KEYS
     if unknown:
-        raise _fail(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; give {', '.join(sorted(SOURCE_KEYS))}")
+        raise _fail(path, f"{key}.{min(unknown)}", f"unknown key; give {', '.join(sorted(SOURCE_KEYS))}")
     kinds = [k for k in SOURCE_KINDS if source.get(k)]
     if len(kinds) != 1:
         raise _fail(path, key, "give exactly one of scratch: true, database: NAME, checkpoint: FILE")
@@ -144,7 +144,7 @@ def _check_set(name: str, dset, path: str) -> None:
         raise _fail(path, key, "give a mapping: {folder: DIR}, {prepare: {name: ...}} or {command: ...}")
     unknown = set(dset) - SET_KEYS
     if unknown:
-        raise _fail(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; give {', '.join(sorted(SET_KEYS))}")
+        raise _fail(path, f"{key}.{min(unknown)}", f"unknown key; give {', '.join(sorted(SET_KEYS))}")
     kinds = [k for k in SET_KINDS if dset.get(k)]
     if len(kinds) != 1:
         raise _fail(path, key, "give exactly one of folder: DIR, prepare: {name: ...}, command: '...'")
