@@ -36,8 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its sibling scripts, and the fdsl of this checkout
-from _effect_common import Pool, check_sizes, seeds_table, spread
+from _effect_common import Pool, check_sizes
 from hpt_digits import export_digits
+
+from fdsl.study.aggregate import seeds_table, spread
 
 BASE = "fractaldb"  # the base's file stem: its name in the HPT records (<base>_basetrain)
 # row -> (basetrain, method, SSL?) and the random-init row a FractalDB row is paired with

@@ -10,7 +10,7 @@ import subprocess
 
 import yaml
 
-from fdsl.study.aggregate import gain_text, table
+from fdsl.study.aggregate import gain_text, mean_std, table
 from fdsl.study.graph import Plan, row_label
 from fdsl.study.local import read_result, write_atomic
 
@@ -95,31 +95,37 @@ def csv_text(study: dict, tables: dict[str, list[dict]]) -> str:
     return buf.getvalue()
 
 
-def bar_chart(study: dict, tables: dict[str, list[dict]], path: str) -> None:
+def bar_chart(panels: list[tuple[str, str, list[tuple[str, list[float], bool]]]], path: str) -> None:
+    """Bar charts side by side, one per panel (title, y label, bars); a bar is (label, values per seed, grey?):
+    its height the mean, its error bar the std, a dot per seed; grey for a baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = [s for s, rows in tables.items() if rows]
-    fig, axes = plt.subplots(1, len(sets), figsize=(7 * len(sets), 3.6), dpi=110, squeeze=False)
-    for ax, s in zip(axes[0], sets):
-        rows = tables[s]
-        means = [r["mean_std"][0] for r in rows]
-        stds = [r["mean_std"][1] for r in rows]
-        colours = ["#999999" if r["row"] in study["baselines"] else "#3b75af" for r in rows]
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colours)
-        for i, r in enumerate(rows):
-            ax.scatter([i] * len(r["top1"]), r["top1"], color="black", s=8, zorder=3)
-        ax.set_xticks(range(len(rows)), [row_label(study, r["row"]) for r in rows], rotation=20, ha="right")
-        ax.set_ylim(max(0, min(min(r["top1"]) for r in rows) - 10), 100)
-        ax.set_ylabel(f"{study['downstream'][s]['label']} top-1 (%)")
-        ax.set_title(f"fine-tuned on {study['downstream'][s]['label']}; bars: mean ± std, dots: seeds", fontsize=9)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 3.6), dpi=110, squeeze=False)
+    for ax, (title, ylabel, bars) in zip(axes[0], panels):
+        stats = [mean_std(values) for _, values, _ in bars]
+        ax.bar(range(len(bars)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4,
+               color=["#999999" if grey else "#3b75af" for *_, grey in bars])
+        for i, (_, values, _) in enumerate(bars):
+            ax.scatter([i] * len(values), values, color="black", s=8, zorder=3)
+        ax.set_xticks(range(len(bars)), [label for label, *_ in bars], rotation=20, ha="right")
+        ax.set_ylim(max(0, min(min(values) for _, values, _ in bars) - 10), 100)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def panels(study: dict, tables: dict[str, list[dict]]) -> list:
+    return [(f"fine-tuned on {study['downstream'][s]['label']}; bars: mean ± std, dots: seeds",
+             f"{study['downstream'][s]['label']} top-1 (%)",
+             [(row_label(study, r["row"]), r["top1"], r["row"] in study["baselines"]) for r in rows])
+            for s, rows in tables.items() if rows]
 
 
 def write(study: dict, plan: Plan, command: str) -> str | None:
@@ -130,5 +136,5 @@ def write(study: dict, plan: Plan, command: str) -> str | None:
     root = study["out"]
     write_atomic(os.path.join(root, "report.md"), markdown(study, tables, command))
     write_atomic(os.path.join(root, "report.csv"), csv_text(study, tables))
-    bar_chart(study, tables, os.path.join(root, "report.png"))
+    bar_chart(panels(study, tables), os.path.join(root, "report.png"))
     return "\n\n".join("\n".join(set_table(study, rows)) for rows in tables.values() if rows)
