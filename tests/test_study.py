@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -206,3 +207,20 @@ def test_digits_effect_study_keeps_effect_sh_recipe_and_variants():
 
     assert row_label(study, "rcdb@k4@e48") == "RCDB, rendered at 4x, 48 pre-training epochs"
     assert row_label(study, "visualatom@lines") == "VisualAtom, lines capped to the size"
+
+
+def test_help_opens_with_examples_that_load(capsys, monkeypatch):
+    from fdsl.cli import study as cli_study
+
+    with pytest.raises(SystemExit) as stop:
+        cli_study.main(["--help"])
+    head = capsys.readouterr().out.splitlines()[:6]
+    assert stop.value.code == 0 and head[0].startswith("usage: fdsl study ") and len(head[0]) < 110
+    assert "examples:" in head
+    monkeypatch.chdir(REPO)
+    examples = [line.split("  ")[1].strip() for line in cli_study.EXAMPLES.splitlines()
+                if line.startswith("  fdsl study ")]
+    assert len(examples) >= 5
+    for line in examples:
+        args = cli_study.build_parser().parse_args(shlex.split(line)[2:])
+        spec.load(args.study, args.sets)

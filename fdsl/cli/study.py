@@ -10,7 +10,7 @@ import yaml
 from fdsl.cli.common import HelpFormatter, Parser
 from fdsl.errors import UserError
 
-DESCRIPTION = """\
+EXAMPLES = """\
 examples:
   fdsl study studies/digits_effect.yaml                       run what is unfinished, then write the report
   fdsl study studies/digits_effect.yaml --set seeds="0 1" --set rows="scratch fractaldb" --jobs 2
@@ -29,7 +29,8 @@ study file: docs/study.md."""
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="fdsl study", formatter_class=HelpFormatter, description=DESCRIPTION)
+    p = Parser(prog="fdsl study", formatter_class=HelpFormatter, description=EXAMPLES,
+               usage="fdsl study STUDY.yaml [--set KEY=VALUE ...] [--jobs N] [--dry-run | --emit KIND DIR | --report]")
     p.add_argument("study", metavar="STUDY.yaml", help="the study file (examples in studies/)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the study (dotted, YAML value): seeds=\"0 1\", vars.ft_epochs=2, out=DIR")
