@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -106,6 +107,21 @@ def test_toy_study_survives_kill_9_resumes_and_keys_the_recipe(toy):
     states = [line.split()[:2] for line in plan.stdout.splitlines() if line.startswith(("done", "to do"))]
     done = [s for s in states if s[0] == "done"]
     assert len(states) == 6 and len(done) == 1 and done[0][1].startswith("db_fractaldb-")
+
+
+def test_a_prepare_spec_is_prepared_once_and_fine_tuned_on(toy):
+    """downstream: {prepare: ...} is one `fdsl data prepare` run that the fine-tunes read; without a baseline
+    the table has no gain column."""
+    spec_ = "{prepare: {name: folder, from: %s, per_class: 3, val_from_train: 1, seed: 0}}" % (toy.parent / "ds")
+    proc = fdsl_study(toy, "--set", "rows=scratch", "--set", "seeds=0", "--set", f"downstream.tiny={spec_}",
+                      "--set", "baselines=[]", "--jobs", "1")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (data,) = (toy.parent / "out" / "runs").glob("data_tiny-*")
+    assert sorted(os.listdir(data / "train")) == ["0", "1", "2"] and len(os.listdir(data / "val" / "0")) == 1
+    (ft,) = (toy.parent / "out" / "runs").glob("ft_scratch_tiny_s0-*")
+    assert f"data_dir: {data}\n" in (ft / "args.yaml").read_text()
+    assert re.search(r"^\| from scratch \| 1 \| [\d.]+ \| [\d.]+ ± 0\.0 \|$", proc.stdout, re.MULTILINE)
+    assert "gain" not in proc.stdout
 
 
 def toy_study(toy, *sets) -> dict:

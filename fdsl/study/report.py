@@ -49,9 +49,9 @@ def set_table(study: dict, rows: list[dict]) -> list[str]:
     for r in rows:
         gains = [gain_text(list(r["gains"][b].values())) if b in r["gains"] else "" for b in bases]
         m, s = r["mean_std"]
-        lines.append(f"| {row_label(study, r['row'])} | {len(r['seeds'])} | "
-                     f"{' / '.join(f'{a:.1f}' for a in r['top1'])} | {m:.1f} ± {s:.1f} | " + " | ".join(gains)
-                     + (" |" if gains else ""))
+        cells = [row_label(study, r["row"]), str(len(r["seeds"])), " / ".join(f"{a:.1f}" for a in r["top1"]),
+                 f"{m:.1f} ± {s:.1f}", *gains]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
