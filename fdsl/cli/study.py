@@ -1,11 +1,8 @@
 """`fdsl study STUDY.yaml`: pre-training sources x downstream sets x seeds, one recipe; resumable runs, a report."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
-
-import yaml
 
 from fdsl.cli.common import HelpFormatter, Parser
 from fdsl.errors import UserError
@@ -45,19 +42,9 @@ def build_parser() -> Parser:
     return p
 
 
-def save_resolved(study: dict) -> str:
-    """STUDY_OUT/study-<hash>.yaml: the study with every --set applied (what --emit's lines load)."""
-    from fdsl.study.local import write_atomic
-
-    text = yaml.safe_dump(study, sort_keys=False, allow_unicode=True)
-    path = os.path.join(study["out"], f"study-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml")
-    write_atomic(path, text)
-    return path
-
-
 def main(argv: list[str]) -> int:
-    from fdsl.study import emit, local, report, spec
-    from fdsl.study.graph import Plan, fill
+    from fdsl.study import local, session, spec
+    from fdsl.study.graph import Plan
 
     args = build_parser().parse_args(argv)
     if args.jobs < 0:
@@ -69,25 +56,9 @@ def main(argv: list[str]) -> int:
     if args.run:
         return local.run_one(study, plan, args.run)
     if args.dry_run:
-        for run in plan.order():
-            state = "done " if local.read_result(study["out"], run) else "to do"
-            print(f"{state}  {run.name}\n         {shlex.join(fill(run, study['out'], 'python'))}")
-        return 0
+        return session.dry_run(study, plan)
     if args.emit:
-        path = save_resolved(study)
-        for written in emit.emit(args.emit[0], study, plan, path, args.emit[1]):
-            print(f"wrote {written}")
-        return 0
-    code = 0
-    if not args.report:
-        save_resolved(study)
-        code = local.run_all(study, plan, args.jobs or len(os.sched_getaffinity(0)))
-    extra = [b for b in study["baselines"] if b not in study["rows"]]  # reported when done, not run
+        return session.emit_lists(study, plan, *args.emit)
+    jobs = None if args.report else (args.jobs or len(os.sched_getaffinity(0)))
     command = shlex.join(["fdsl", "study", args.study, *(f"--set={s}" for s in args.sets)])
-    text = report.write(study, Plan(study, study["rows"] + extra), command)
-    if text is None:
-        print(f"no finished fine-tunes in {study['out']} yet: no report")
-        return code
-    print(text)
-    print(f"wrote {study['out']}/report.md, report.csv, report.png")
-    return code
+    return session.run_and_report(study, plan, jobs, command)

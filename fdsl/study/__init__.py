@@ -7,6 +7,7 @@ aggregated into transfer tables (fdsl study; docs/study.md).
     worker     running a command in a pool of processes that import torch once
     local      running the unfinished runs here, JOBS at a time, with an ETA
     emit       the same runs as SLURM array scripts or an mpirun list
+    session    what `fdsl study` does: --dry-run, --emit, or run and report
     aggregate  mean, std and gains paired by seed
     report     report.md, report.csv and report.png
 """
