@@ -1,5 +1,6 @@
 """What the self-supervised effect checks (hpt_effect.py, ssl_effect.py) share: fdsl commands run in a pool of
-worker processes, and the per-seed table (mean +- std, gain over a counterpart paired by seed).
+worker processes; the per-seed table (mean +- std, gain over a counterpart paired by seed) is fdsl study's
+(fdsl/study/aggregate.py).
 
 The commands run in-process in JOBS spawned workers (OMP_NUM_THREADS, else cores / JOBS torch threads each),
 each importing torch, timm and torchvision once: a fresh `python -m fdsl` per run costs about 6 CPU seconds of
@@ -13,8 +14,6 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-
-from effect_report import gain_text, mean_std
 
 
 def _worker_init(threads: int, repo: str) -> None:
@@ -118,29 +117,3 @@ def check_sizes(work: str, sizes: dict) -> None:
     os.makedirs(work, exist_ok=True)
     with open(path, "w") as f:
         json.dump(sizes, f)
-
-
-def spread(values: list[float], fmt: str = ".1f") -> str:
-    m, s = mean_std(values)
-    return f"{m:{fmt}} ± {s:{fmt}}"
-
-
-def seeds_table(results: dict[str, dict[int, float]], labels: dict[str, str], paired: dict[str, str],
-                what: str = "probe top-1") -> list[str]:
-    """Markdown lines: per row (in the order of `labels`) the value per seed, mean +- sample std, and for rows in
-    `paired` the gain over their counterpart paired by seed (mean +- std, then each seed's)."""
-    lines = [f"| backbone | seeds | {what} per seed | mean ± std | gain over its random-init counterpart (paired) |",
-             "| --- | --- | --- | --- | --- |"]
-    for row, label in labels.items():
-        got = results.get(row)
-        if not got:
-            continue
-        seeds = sorted(got)
-        gain = ""
-        other = results.get(paired.get(row, ""), {})
-        diffs = [got[s] - other[s] for s in seeds if s in other]
-        if diffs:
-            gain = gain_text(diffs)
-        lines.append(f"| {label} | {len(seeds)} | {' / '.join(f'{got[s]:.1f}' for s in seeds)} | "
-                     f"{spread([got[s] for s in seeds])} | {gain} |")
-    return lines

@@ -5,9 +5,15 @@ the last epoch, and each run's gain over the last one given.
 """
 from __future__ import annotations
 
+import os
 import sys
 
-from effect_report import final_top1  # this folder is on sys.path when the script runs
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the fdsl of this checkout
+from fdsl.study.local import final_metric
+
+
+def final_top1(run_dir: str) -> float | None:
+    return final_metric(run_dir, "eval_top1")
 
 
 def main(pairs: list[str]) -> None:

@@ -98,8 +98,8 @@ def main() -> None:
     fdsl("hpt", "run", root, "--stage", "linear")
     fdsl("hpt", "aggregate", root, "--selection", "fixed")  # an fdsl experiment: lr and step chosen on val
     fdsl("hpt", "plot", root, "--selection", "fixed")
-    from fdsl.ssl.hpt.plots import best_variants
-    from fdsl.ssl.hpt.results import load_results
+    from fdsl.study.hpt.plots import best_variants
+    from fdsl.study.hpt.results import load_results
 
     records = best_variants(load_results(os.path.join(root, "results", "digits_results.json")), "fixed")
     print(f"\nlinear probe on digits (test top-1 at best val, lr chosen on val; {args.arch}, {args.steps} "

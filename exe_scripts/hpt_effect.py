@@ -36,8 +36,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its sibling scripts, and the fdsl of this checkout
-from _effect_common import Pool, check_sizes, seeds_table, spread
+from _effect_common import Pool, check_sizes
 from hpt_digits import export_digits
+
+from fdsl.study.aggregate import seeds_table, spread
 
 BASE = "fractaldb"  # the base's file stem: its name in the HPT records (<base>_basetrain)
 # row -> (basetrain, method, SSL?) and the random-init row a FractalDB row is paired with
@@ -130,7 +132,7 @@ def bases(work: str, db: str, pool: Pool, args) -> None:
 def project(work: str, digits: str, seed: int, args) -> str:
     import yaml
 
-    from fdsl.ssl.hpt.project import generate
+    from fdsl.study.hpt.project import generate
 
     cfg = {
         "shortname": "digits", "arch": args.arch, "crop_size": 32, "test_precrop_size": 32,
@@ -160,7 +162,7 @@ def project(work: str, digits: str, seed: int, args) -> str:
 def hpt_jobs(roots: list[str], stage: str) -> list:
     """The jobs of `fdsl hpt run ROOT --stage STAGE` (every linear-eval seed) that no runner has done or holds,
     claimed with the runner's markers (W.proc, then W.done when it succeeded), as pool tasks."""
-    from fdsl.ssl.hpt import runner
+    from fdsl.study.hpt import runner
 
     tasks = []
     for root in roots:
@@ -212,8 +214,8 @@ def steps_saved(base_curve: list[tuple[float, float]], random_curve: list[tuple[
 
 
 def knn_curve(root: str, basetrain: str, method: str, steps: int) -> list[tuple[float, float]]:
-    from fdsl.ssl.hpt.project import stage_tag
-    from fdsl.ssl.hpt.results import read_jsonl
+    from fdsl.ssl.hpt.records import read_jsonl
+    from fdsl.study.hpt.project import stage_tag
 
     tag = stage_tag(steps, method, False)
     path = os.path.join(root, "work", "pretrain", f"{basetrain}_basetrain", tag, "knn.jsonl")
@@ -225,8 +227,8 @@ def collect(work: str, seeds: list[int], steps: int) -> tuple[dict, dict]:
     """({row: {seed: probe test top-1}}, {row: {seed: k-NN curve}}) of the finished runs."""
     import io
 
-    from fdsl.ssl.hpt.plots import best_variants
-    from fdsl.ssl.hpt.results import collect as hpt_collect
+    from fdsl.study.hpt.plots import best_variants
+    from fdsl.study.hpt.results import collect as hpt_collect
 
     probe: dict = {}
     curves: dict = {}

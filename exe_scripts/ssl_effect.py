@@ -32,8 +32,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # its sibling scripts, and the fdsl of this checkout
-from _effect_common import Pool, check_sizes, seeds_table
+from _effect_common import Pool, check_sizes
 from export_digits import export
+
+from fdsl.study.aggregate import seeds_table
 
 # row -> (label, data: digits or fractaldb, deepercluster flags beyond the shared recipe)
 METHODS = {
@@ -177,14 +179,13 @@ def report(work: str, args) -> str:
 
 
 def chart(results: dict, labels: dict, path: str, title: str) -> None:
-    from effect_report import bar_chart, mean_std
+    """The study report's bar chart; the random-init trunk greyed as a baseline."""
+    from fdsl.study.report import bar_chart
 
-    # effect_report's chart greys the "scratch" bar: the random-init trunk here
-    rows = [{"row": "scratch" if r == "random" else r, "label": label,
-             "top1": [v for _, v in sorted(results[r].items())], "mean_std": mean_std(list(results[r].values()))}
+    bars = [(label, [v for _, v in sorted(results[r].items())], r == "random")
             for r, label in labels.items() if results.get(r)]
-    if rows:
-        bar_chart(rows, path, title.split(";")[0] + "; bars: mean ± std, dots: seeds")
+    if bars:
+        bar_chart([(title.split(";")[0] + "; bars: mean ± std, dots: seeds", "digits top-1 (%)", bars)], path)
 
 
 def main(argv=None) -> None:

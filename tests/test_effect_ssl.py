@@ -16,7 +16,8 @@ EXE = os.path.join(REPO, "exe_scripts")
 sys.path.insert(0, EXE)
 
 import hpt_effect
-from _effect_common import seeds_table
+
+from fdsl.study.aggregate import seeds_table
 
 
 def test_steps_to_reach_interpolates_between_logged_points():
@@ -171,22 +172,17 @@ def test_effect_sh_hands_the_ssl_rows_to_their_scripts(tmp_path):
     calls = [line.removeprefix("called: ") for line in proc.stdout.splitlines() if line.startswith("called: ")]
     assert calls == [f"{EXE}/hpt_effect.py {tmp_path}/fx/hpt --seeds 0 1 --jobs 2 --quick",
                      f"{EXE}/ssl_effect.py {tmp_path}/fx/ssl --seeds 0 1 --jobs 2 --epochs 2 --rows rotnet"]
-    # beside a supervised row, each SSL row is one chain on one thread, its output in WORK/<row>.log (the
-    # supervised row's runs are there already, finished)
-    fm = tmp_path / "fm"
-    (fm / "digits").mkdir(parents=True)
-    (fm / "digits" / ".complete").write_text("split test, 30 per class\n")
-    for done in ["db/fractaldb/manifest.json", "db/fractaldb/.complete"] + [
-            f"runs/{run}/{name}" for run in ("pre_fractaldb_s0", "ft_fractaldb_s0", "ft_fractaldb_s1")
-            for name in ("last.pth.tar", ".complete")]:
-        (fm / done).parent.mkdir(parents=True, exist_ok=True)
-        (fm / done).touch()
+    # beside a supervised row, each SSL row is one chain on one thread, its output in WORK/<row>.log, and the
+    # supervised rows go to `fdsl study` with the knobs as --set and the other JOBS
     mixed = subprocess.run(["bash", os.path.join(EXE, "effect.sh"), str(tmp_path / "fm")],
-                           env={**env, "ROWS": "fractaldb hpt", "SCRATCH": "0"}, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60, check=False)
+                           env={**env, "ROWS": "fractaldb hpt", "SCRATCH": "0", "FT_EPOCHS": "3"}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, check=False)
     assert mixed.returncode == 0, mixed.stderr
     assert f"== hpt (log: {tmp_path}/fm/hpt.log)" in mixed.stdout
     assert (tmp_path / "fm" / "hpt.log").read_text() == f"called: {EXE}/hpt_effect.py {tmp_path}/fm/hpt --seeds 0 1 --jobs 1 --quick\n"
+    assert (f"called: -m fdsl study {REPO}/studies/digits_effect.yaml --set out={tmp_path}/fm --set seeds=0 1 "
+            "--set rows=fractaldb --set vars.split=test --set pretrain_per_seed=false --set vars.ft_epochs=3 "
+            "--jobs 1\n") in mixed.stdout
     assert f"hpt: no table ({tmp_path}/fm/hpt/hpt_effect.md)" in mixed.stdout
     refused = subprocess.run(["bash", os.path.join(EXE, "effect.sh"), str(tmp_path / "fy")],
                              env={**env, "SPLIT": "select", "ROWS": "fractaldb hpt"}, cwd=tmp_path,

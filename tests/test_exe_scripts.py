@@ -185,30 +185,35 @@ def write_run(root, name, top1_per_epoch):
 
 
 def test_effect_report_pairs_seeds_and_draws_the_chart(tmp_path):
-    sys.path.insert(0, EXE)
-    import effect_report
+    """The effect study's report (fdsl study's, on studies/digits_effect.yaml): runs' final top-1 (not the
+    best), mean +- std, gains over scratch and scratch2x paired by seed; an unfinished run is not reported."""
+    from fdsl.study import local, report, spec
+    from fdsl.study.graph import Plan
 
-    for seed, (scratch, fractal) in enumerate([(60.0, 70.0), (70.0, 72.0), (65.0, 75.0)]):
-        write_run(tmp_path, f"ft_scratch_s{seed}", [10.0, scratch])  # the final epoch counts, not the best
-        write_run(tmp_path, f"ft_fractaldb_s{seed}", [90.0, fractal])
-    write_run(tmp_path, "ft_onepfrac0.01_s0", [50.0])
-    write_run(tmp_path, "ft_scratch2x_s0", [61.0])
-    write_run(tmp_path, "ft_scratch2x_s1", [67.0])
-    write_run(tmp_path, "ft_rcdb_s0", [80.0, None])  # unfinished: its last epoch was not tested yet
-    rows = {r["row"]: r for r in effect_report.table(effect_report.collect(str(tmp_path)))}
-    assert rows["scratch"]["mean_std"] == pytest.approx((65.0, 5.0))
-    assert rows["fractaldb"]["gains"] == [10.0, 2.0, 10.0]
-    assert rows["fractaldb"]["gain"] == pytest.approx((22 / 3, np.std([10.0, 2.0, 10.0], ddof=1)))
-    assert rows["onepfrac0.01"]["gain"] == (-10.0, 0.0) and "gain" not in rows["scratch"]
-    assert rows["scratch2x"]["gains"] == [1.0, -3.0] and "gain_2x" not in rows["scratch2x"]
-    assert rows["fractaldb"]["gain_2x"] == pytest.approx((7.0, np.std([9.0, 5.0], ddof=1)))
-    assert "rcdb" not in rows
-    sys.argv = ["effect_report.py", str(tmp_path), "--out", str(tmp_path / "effect")]
-    effect_report.main()
-    table = (tmp_path / "effect.md").read_text()
+    study = spec.load(os.path.join(REPO, "studies", "digits_effect.yaml"), [
+        f"out={tmp_path}", "seeds=0 1 2", "rows=scratch scratch2x fractaldb onepfrac0.01 rcdb"])
+    plan = Plan(study)
+    top1 = {("scratch", 0): [10.0, 60.0], ("scratch", 1): [10.0, 70.0], ("scratch", 2): [10.0, 65.0],
+            ("fractaldb", 0): [90.0, 70.0], ("fractaldb", 1): [90.0, 72.0], ("fractaldb", 2): [90.0, 75.0],
+            ("onepfrac0.01", 0): [50.0], ("scratch2x", 0): [61.0], ("scratch2x", 1): [67.0],
+            ("rcdb", 0): [80.0, None]}  # unfinished: its last epoch was not tested yet
+    finished = {}
+    for run in plan.cells:
+        cell = (run.meta["row"], run.meta["seed"])
+        if cell in top1:
+            write_run(tmp_path / "runs", run.name, top1[cell])
+            finished[cell] = local.finish(study, run, [], 1.0) is None
+    assert finished.pop(("rcdb", 0)) is False and all(finished.values())
+    text = report.write(study, plan, "fdsl study studies/digits_effect.yaml")
     assert ("| FractalDB | 3 | 70.0 / 72.0 / 75.0 | 72.3 ± 2.5 | +7.3 ± 4.6 (+10.0 / +2.0 / +10.0) | "
-            "+7.0 ± 2.8 (+9.0 / +5.0) |") in table
-    assert (tmp_path / "effect.png").stat().st_size > 5000
+            "+7.0 ± 2.8 (+9.0 / +5.0) |") in text
+    assert "| 1p-frac, delta 0.01 | 1 | 50.0 | 50.0 ± 0.0 | -10.0 ± 0.0 (-10.0) | -11.0 ± 0.0 (-11.0) |" in text
+    assert "| from scratch | 3 | 60.0 / 70.0 / 65.0 | 65.0 ± 5.0 |  |  |" in text
+    assert "| from scratch, 2x epochs | 2 | 61.0 / 67.0 | 64.0 ± 4.2 |  |  |" in text
+    assert "RCDB" not in text
+    assert text in (tmp_path / "report.md").read_text()
+    assert "fractaldb,FractalDB,1,72.0,2.00,5.00" in (tmp_path / "report.csv").read_text()
+    assert (tmp_path / "report.png").stat().st_size > 5000
 
 
 def test_demo_report_uses_the_last_tested_epoch(tmp_path):
@@ -220,7 +225,8 @@ def test_demo_report_uses_the_last_tested_epoch(tmp_path):
 
 
 def test_effect_sh_runs_a_row_end_to_end(tmp_path):
-    """effect.sh at toy scale: one seed, 1p-frac at delta 0.01 (4 classes x 16 images), one epoch each."""
+    """effect.sh (fdsl study studies/digits_effect.yaml) at toy scale: one seed, 1p-frac at delta 0.01 (4 classes x
+    16 images), one epoch each."""
     env = {**os.environ, "PYTHON": sys.executable, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
            "SEEDS": "0", "ROWS": "onepfrac0.01", "PLATEAU": "1", "SMALL_CLASSES": "4", "SMALL_INSTANCES": "16", "PRE_EPOCHS": "1",
            "FT_EPOCHS": "1"}
@@ -229,9 +235,12 @@ def test_effect_sh_runs_a_row_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| 1p-frac, delta 0.01 | 1 |" in proc.stdout and "| from scratch | 1 |" in proc.stdout
     assert "| from scratch, 2x epochs | 1 |" in proc.stdout
-    assert "\nepochs: 2\n" in (tmp_path / "fx" / "runs" / "ft_scratch2x_s0" / "args.yaml").read_text()
-    assert (tmp_path / "fx" / "effect.png").is_file()
-    with open(tmp_path / "fx" / "db" / "onepfrac0.01" / "manifest.json") as f:
+    runs = tmp_path / "fx" / "runs"
+    (scratch2x,) = runs.glob("ft_scratch2x_digits_s0-*")
+    assert "\nepochs: 2\n" in (scratch2x / "args.yaml").read_text()
+    assert (tmp_path / "fx" / "report.png").is_file()
+    (db,) = runs.glob("db_onepfrac0.01-*")
+    with open(db / "manifest.json") as f:
         assert '"delta": 0.01' in f.read()
 
 
@@ -260,11 +269,10 @@ def test_select_split_is_the_held_out_training_digits(tmp_path):
 
 
 def test_effect_report_names_the_row_variants():
-    sys.path.insert(0, EXE)
-    try:
-        from effect_report import label
-    finally:
-        sys.path.remove(EXE)
-    assert label("rcdb@k4@e48") == "RCDB, rendered at 4x, 48 pre-training epochs"
-    assert label("visualatom@lines") == "VisualAtom, lines capped to the size"
-    assert label("ofdb2d") == "2D-OFDB"
+    from fdsl.study import spec
+    from fdsl.study.graph import row_label
+
+    study = spec.load(os.path.join(REPO, "studies", "digits_effect.yaml"))
+    assert row_label(study, "rcdb@k4@e48") == "RCDB, rendered at 4x, 48 pre-training epochs"
+    assert row_label(study, "visualatom@lines") == "VisualAtom, lines capped to the size"
+    assert row_label(study, "ofdb2d") == "2D-OFDB"

@@ -17,7 +17,8 @@ import torch
 import torchvision
 
 from fdsl.ssl.backbone import extract_backbone, to_detectron2
-from fdsl.ssl.hpt import results
+from fdsl.ssl.hpt import records
+from fdsl.study.hpt import results
 
 PUBLISHED = os.environ.get("FDSL_HPT_PUBLISHED", "")
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -139,7 +140,7 @@ def test_selection_matches_the_published_agg_results_sh(tmp_path):
     assert set(published) == set(runs)
     early = 0
     for name, (val, test) in runs.items():
-        index, _, value = results.best_val_test(val, test)
+        index, _, value = records.best_val_test(val, test)
         assert float(published[name]) == value, name
         early += index < len(val) // 2
     assert early >= 3  # the early peaks were chosen by both

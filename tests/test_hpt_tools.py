@@ -17,7 +17,8 @@ from PIL import Image
 from fdsl.data.image_list import ImageList, balanced_subset, read_list
 from fdsl.errors import UserError
 from fdsl.ssl.backbone import create_backbone, detectron2_key, extract_backbone, load_base, to_detectron2
-from fdsl.ssl.hpt import project, results, runner
+from fdsl.ssl.hpt import records
+from fdsl.study.hpt import project, results, runner
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
@@ -298,7 +299,7 @@ def test_aggregation_takes_test_at_best_val_of_the_second_half(proj, capsys):
     results.write(root, [dict(r, result=1.0)])  # re-aggregation updates the record in place
     assert _json(path)[r["file"]]["result"] == 1.0 and len(_json(path)) == 6
 
-    from fdsl.ssl.hpt import plots
+    from fdsl.study.hpt import plots
 
     made = plots.linear_plot(list(records.values()), "toy", os.path.join(root, "plots"))
     made += plots.finetune_plots(list(records.values()), "toy", os.path.join(root, "plots"))
@@ -335,8 +336,8 @@ def test_a_source_backbone_names_the_chain(tmp_path):
     torch.save({"state_dict": {}}, src / "final_backbone.pth")
     write_json_atomic({"basetrain": "moco_v2_800ep", "dataset": "resisc", "iters": 50000},
                       str(src / "final_backbone.json"))
-    assert project.base_name(str(src / "final_backbone.pth")) == "moco_v2_800ep-resisc_50000it"
-    assert project.base_name(str(tmp_path / "imagenet_r50-21352794.pth")) == "imagenet_r50_21352794"
+    assert records.base_name(str(src / "final_backbone.pth")) == "moco_v2_800ep-resisc_50000it"
+    assert records.base_name(str(tmp_path / "imagenet_r50-21352794.pth")) == "imagenet_r50_21352794"
     record = results.parse_run_path("linear-eval/moco_v2_800ep-resisc_50000it_basetrain/500-iters-linear-eval-lr-s2")
     assert (record["basetrain"], record["pretrain_data"], record["steps"], record["sample"]) == \
         ("moco_v2_800ep", "resisc_50000it", 500, 2)
@@ -393,15 +394,15 @@ def test_random_init_is_openselfsup_kaiming_fan_in_with_every_bn_gamma_1(arch):
 def test_published_selection_compares_indices_as_strings():
     """agg-results.sh: `[[ $ct > $afterlen ]]` compares strings, so with 50 evaluations the best val may come
     from evaluations 3..9 (e.g. an early peak); --selection fixed keeps the second half only."""
-    assert results.late_evaluations(50) == [3, 4, 5, 6, 7, 8, 9, *range(26, 50)]
-    assert results.late_evaluations(50, "fixed") == list(range(25, 50))
-    assert results.late_evaluations(400)[:10] == [3, 4, 5, 6, 7, 8, 9, 21, 22, 23]
-    assert len(results.late_evaluations(400)) == 7 + 79 + 199
+    assert records.late_evaluations(50) == [3, 4, 5, 6, 7, 8, 9, *range(26, 50)]
+    assert records.late_evaluations(50, "fixed") == list(range(25, 50))
+    assert records.late_evaluations(400)[:10] == [3, 4, 5, 6, 7, 8, 9, 21, 22, 23]
+    assert len(records.late_evaluations(400)) == 7 + 79 + 199
     val = [10.0] * 50
     val[5], val[30] = 90.0, 80.0
     test = [float(i) for i in range(50)]
-    assert results.best_val_test(val, test) == (5, 90.0, 5.0)
-    assert results.best_val_test(val, test, "fixed") == (30, 80.0, 30.0)
+    assert records.best_val_test(val, test) == (5, 90.0, 5.0)
+    assert records.best_val_test(val, test, "fixed") == (30, 80.0, 30.0)
 
 
 def test_project_uses_the_published_subset_list_beside_the_train_list(proj):
@@ -416,5 +417,5 @@ def test_project_uses_the_published_subset_list_beside_the_train_list(proj):
 
 def test_published_auroc_counts_a_one_valued_class_as_0():
     rows = [{"val_auroc": 80.0, "val_auroc_0": 70.0, "val_auroc_1": 90.0, "val_auroc_2": None}]
-    assert results.series(rows, "val") == [pytest.approx(160 / 3)]  # agg-results.sh: the mean of all classes
-    assert results.series(rows, "val", "fixed") == [80.0]
+    assert records.series(rows, "val") == [pytest.approx(160 / 3)]  # agg-results.sh: the mean of all classes
+    assert records.series(rows, "val", "fixed") == [80.0]

@@ -110,7 +110,7 @@ def cmd_project(argv: list[str]) -> int:
     p.add_argument("--out", help="project folder (default: hpt/<shortname>)")
     p.add_argument("--overwrite", action="store_true", help="rewrite configs that already exist")
     args = p.parse_args(argv)
-    from fdsl.ssl.hpt.project import generate
+    from fdsl.study.hpt.project import generate
 
     root = generate(args.project, args.out, args.overwrite)
     print(f"next: fdsl hpt run {root}")
@@ -132,7 +132,7 @@ def cmd_run(argv: list[str]) -> int:
                                       "'mpirun -np 4' (default: one process)")
     p.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     args = p.parse_args(argv)
-    from fdsl.ssl.hpt import runner
+    from fdsl.study.hpt import runner
 
     stages = runner.STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:
@@ -168,7 +168,7 @@ def cmd_aggregate(argv: list[str]) -> int:
     p.add_argument("--out-dir", help="where the JSON files go (default: ROOT/results)")
     _selection_option(p)
     args = p.parse_args(argv)
-    from fdsl.ssl.hpt import results
+    from fdsl.study.hpt import results
 
     records = results.collect(args.root, selection=args.selection)
     for r in sorted(records, key=lambda r: r["file"]):
@@ -196,8 +196,8 @@ def cmd_plot(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import os
 
-    from fdsl.ssl.hpt import plots, results
-    from fdsl.ssl.hpt.runner import load_root
+    from fdsl.study.hpt import plots, results
+    from fdsl.study.hpt.runner import load_root
 
     dataset = load_root(args.root)["shortname"]
     out_dir = args.out_dir or os.path.join(args.root, "plots")

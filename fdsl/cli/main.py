@@ -22,6 +22,7 @@ COMMANDS = {
     "mean-std": ("fdsl.cli.mean_std", "per-channel pixel mean/std of an image folder (for normalisation)"),
     "data": ("fdsl.cli.data", "downstream data sets: `fdsl data prepare` writes MNIST, CIFAR, ... as image folders"),
     "export": ("fdsl.cli.export", "a checkpoint (fdsl's or a released one) to timm / Hugging Face: safetensors, config, card"),
+    "study": ("fdsl.cli.study", "a study: sources x downstream sets x seeds, resumable runs, a transfer-table report"),
     "evaluate": ("fdsl.cli.evaluate", "top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint on a folder"),
 }
 

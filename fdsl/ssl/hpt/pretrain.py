@@ -25,7 +25,7 @@ from fdsl.engine.logging import print0
 from fdsl.engine.trainer import plain_args
 from fdsl.errors import UserError
 from fdsl.ssl import backbone as bb
-from fdsl.ssl.hpt.results import append_jsonl
+from fdsl.ssl.hpt.records import append_jsonl
 from fdsl.ssl.optim import build_optimizer
 from fdsl.ssl.views import build_views
 
@@ -275,6 +275,6 @@ def save_backbone(method, path: str, args, iters: int, updates: int | None = Non
 
 
 def bb_name(base: str) -> str:
-    from fdsl.ssl.hpt.project import base_name
+    from fdsl.ssl.hpt.records import base_name
 
     return base_name(base)

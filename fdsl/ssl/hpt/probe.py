@@ -41,7 +41,7 @@ from fdsl.eval.transfer import (
 )
 from fdsl.ssl.backbone import create_backbone, load_base
 from fdsl.ssl.hpt import data as hpt_data
-from fdsl.ssl.hpt.results import append_jsonl, best_val_test, read_jsonl, series
+from fdsl.ssl.hpt.records import append_jsonl, best_val_test, read_jsonl, series
 
 
 def run(args) -> int:

@@ -17,7 +17,7 @@ import glob
 import os
 from collections import defaultdict
 
-from fdsl.ssl.hpt.results import read_jsonl
+from fdsl.ssl.hpt.records import read_jsonl
 
 LABELS = {"no": "random init", "none": "random init", "moco_v2_800ep": "MoCo ImageNet init",
           "imagenet_r50_supervised": "supervised ImageNet init"}

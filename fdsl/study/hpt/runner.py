@@ -58,7 +58,7 @@ def load_root(root: str) -> dict:
 
 
 def pretrain_jobs(root: str, trial: bool = False, byol: bool = False, bn: bool = False) -> list[Job]:
-    from fdsl.ssl.hpt.project import parse_tag
+    from fdsl.study.hpt.project import parse_tag
 
     configs = sorted(glob.glob(os.path.join(root, "configs", "pretrain", "*", "*-iters.yaml")))
     if byol:
@@ -78,7 +78,7 @@ def pretrain_jobs(root: str, trial: bool = False, byol: bool = False, bn: bool =
 def backbones(root: str) -> list[tuple[str, str, str]]:
     """(basetrain name, iters tag, weights path): the raw bases (0-iters; random init as weights ''), and
     every finished pre-training."""
-    from fdsl.ssl.hpt.project import base_name, is_random
+    from fdsl.ssl.hpt.records import base_name, is_random
 
     project = load_root(root)
     out = [(base_name(w), "0-iters", "" if is_random(w) else os.path.abspath(w)) for w in project["base_weights"]]
@@ -93,7 +93,7 @@ def backbones(root: str) -> list[tuple[str, str, str]]:
 
 
 def eval_jobs(root: str, kind: str, all_seeds: bool = False, byol: bool = False, bn: bool = False) -> list[Job]:
-    from fdsl.ssl.hpt.project import parse_tag
+    from fdsl.study.hpt.project import parse_tag
 
     folder = "linear-eval" if kind == "linear" else "finetune"
     configs = sorted(glob.glob(os.path.join(root, "configs", folder, "**", "*.yaml"), recursive=True))

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import os
 import re
 
 import yaml
 
 from fdsl.errors import UserError
+from fdsl.ssl.hpt.records import base_name, is_random
 
 DEFAULTS = {
     "shortname": None,  # the target dataset's short name (required)
@@ -133,27 +133,6 @@ def validate(p: dict, path: str) -> None:
         for key in ("train_list", "val_list", "test_list"):
             if not d[key]:
                 raise UserError(f"{path}: the evaluation configs need data.{key} (or drop data.num_classes)")
-
-
-def is_random(weight) -> bool:
-    return weight is None or str(weight).strip().lower() in ("", "none", "random", "no")
-
-
-def base_name(weight) -> str:
-    """The <base> of <base>_basetrain for a base checkpoint path."""
-    if is_random(weight):
-        return "no"
-    from fdsl.ssl.backbone import sidecar
-
-    meta_path = sidecar(weight)
-    if os.path.basename(weight).startswith("final_backbone") and os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        return f"{meta['basetrain']}-{meta['dataset']}_{meta['iters']}it"
-    stem = os.path.basename(weight)
-    for suffix in (".tar", ".pth", ".pt", ".pkl"):
-        stem = stem.removesuffix(suffix)
-    return stem.replace("-", "_")
 
 
 def stage_tag(iters: int, method: str, bn_only: bool) -> str:
