@@ -139,6 +139,20 @@ def test_keys_follow_everything_that_defines_a_run(toy):
     assert len(other_db & names) == 2  # only scratch's fine-tunes survive a change of the database
 
 
+def test_a_set_may_have_its_own_rows_and_seeds(toy):
+    """The papers' tables: every row at one size, a few rows at another, with their own seeds; the runs both
+    sets need (the database, its pre-training) are shared."""
+    study = toy_study(toy, "downstream.big={folder: %s, rows: [scratch], seeds: [0, 1, 2]}" % (toy.parent / "ds"))
+    cells = sorted((r.meta["set"], r.meta["row"], r.meta["seed"]) for r in Plan(study).cells)
+    assert cells == sorted([("tiny", row, seed) for row in ("scratch", "fractaldb") for seed in (0, 1)]
+                           + [("big", "scratch", seed) for seed in (0, 1, 2)])
+    assert sum(name.startswith("pre_") for name in Plan(study).runs) == 1
+    for bad, message in (("downstream.big.rows=[nosuch]", "no source 'nosuch'"),
+                         ("downstream.big.seeds=[1, 1]", "downstream.big.seeds")):
+        with pytest.raises(spec.UserError, match=re.escape(message)):
+            toy_study(toy, "downstream.big={folder: %s}" % (toy.parent / "ds"), bad)
+
+
 def test_report_arithmetic_against_hand_computed_numbers():
     results_ = {"scratch": {0: 60.0, 1: 70.0, 2: 65.0}, "fractaldb": {0: 70.0, 1: 72.0, 2: 75.0},
                 "scratch2x": {0: 61.0, 1: 67.0}, "solo": {1: 50.0}}

@@ -80,17 +80,28 @@ def _file_hash(path: str) -> str:
     return digest.hexdigest()
 
 
+def set_rows(study: dict, set_name: str) -> list[str]:
+    """The rows fine-tuned on a set: its own ``rows`` if given, else the study's."""
+    return study["downstream"][set_name].get("rows") or study["rows"]
+
+
+def set_seeds(study: dict, set_name: str) -> list[int]:
+    return study["downstream"][set_name].get("seeds") or study["seeds"]
+
+
 class Plan:
     """Every run of a study, in the order they were added (dependencies first), deduplicated by key."""
 
-    def __init__(self, study: dict, rows: list[str] | None = None):
+    def __init__(self, study: dict, extra_rows: list[str] = ()):
+        """``extra_rows``: rows for every set beside its own (the baselines a report shows when done)."""
         self.study = study
         self.runs: dict[str, Run] = {}  # name -> run
         self.cells: list[Run] = []  # the finetune runs, one per (row, set, seed)
         self._file_hashes: dict[str, str] = {}
         for set_name in study["downstream"]:
-            for row in rows if rows is not None else study["rows"]:
-                for seed in study["seeds"]:
+            rows, seeds = set_rows(study, set_name), set_seeds(study, set_name)
+            for row in dict.fromkeys([*rows, *extra_rows]):
+                for seed in seeds:
                     self.cells.append(self._finetune(row, set_name, seed))
 
     def _add(self, prefix: str, kind: str, argv: list[str], deps: list[Run], extra: str = "", **meta) -> Run:

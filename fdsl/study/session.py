@@ -39,8 +39,7 @@ def run_and_report(study: dict, plan: Plan, jobs: int | None, command: str) -> i
     if jobs is not None:
         save_resolved(study)
         code = local.run_all(study, plan, jobs)
-    extra = [b for b in study["baselines"] if b not in study["rows"]]  # reported when done, not run
-    text = report.write(study, Plan(study, study["rows"] + extra), command)
+    text = report.write(study, Plan(study, study["baselines"]), command)  # a baseline not run: reported when done
     if text is None:
         print(f"no finished fine-tunes in {study['out']} yet: no report")
         return code

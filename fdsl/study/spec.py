@@ -15,7 +15,7 @@ TOP_KEYS = {"name", "out", "seeds", "rows", "baselines", "pretrain_per_seed", "v
 SOURCE_KINDS = ("scratch", "database", "checkpoint")
 SOURCE_KEYS = {"label", "render", "vars", *SOURCE_KINDS}
 SET_KINDS = ("folder", "prepare", "command")
-SET_KEYS = {"label", "vars", *SET_KINDS}
+SET_KEYS = {"label", "vars", "rows", "seeds", *SET_KINDS}  # rows, seeds: this set's own (else the study's)
 PREPARE_KEYS = {"name", "per_class", "val_from_train", "seed", "from", "labels"}
 RECIPE_KEYS = {"pretrain", "finetune"}
 # the run's own paths, filled in when it runs (not part of what defines it)
@@ -79,12 +79,7 @@ def check(study: dict, path: str) -> dict:
     unknown = set(study) - TOP_KEYS
     if unknown:
         raise _fail(path, min(unknown), f"unknown key; the keys are: {', '.join(sorted(TOP_KEYS))}")
-    try:
-        study["seeds"] = [int(s) for s in _words(study.get("seeds", [0]), path, "seeds")]
-    except ValueError:
-        raise _fail(path, "seeds", "give whole numbers (e.g. [0, 1, 2])") from None
-    if not study["seeds"] or len(set(study["seeds"])) != len(study["seeds"]):
-        raise _fail(path, "seeds", "give one or more different seeds")
+    study["seeds"] = _seeds(study.get("seeds", [0]), path, "seeds")
     study["out"] = os.path.abspath(str(study.get("out") or study["name"] + "_out"))
     study["pretrain_per_seed"] = bool(study.get("pretrain_per_seed", False))
     study["metric"] = str(study.get("metric", "eval_top1"))
@@ -104,8 +99,25 @@ def check(study: dict, path: str) -> dict:
     for key in ("rows", "baselines"):
         for row in study[key]:
             row_parts(study, row, f"{path}: {key}")
+    for name, dset in study["downstream"].items():
+        if dset.get("seeds") is not None:
+            dset["seeds"] = _seeds(dset["seeds"], path, f"downstream.{name}.seeds")
+        if dset.get("rows") is not None:
+            dset["rows"] = _words(dset["rows"], path, f"downstream.{name}.rows")
+            for row in dset["rows"]:
+                row_parts(study, row, f"{path}: downstream.{name}.rows")
     _check_templates(study, path)
     return study
+
+
+def _seeds(value, path: str, key: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in _words(value, path, key)]
+    except ValueError:
+        raise _fail(path, key, "give whole numbers (e.g. [0, 1, 2])") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise _fail(path, key, "give one or more different seeds")
+    return seeds
 
 
 def _check_recipe(study: dict, path: str) -> None:
@@ -184,8 +196,8 @@ def _check_templates(study: dict, path: str) -> None:
     """Every row's commands expand (a missing var or a bad field is caught before any run starts)."""
     from fdsl.study.graph import row_vars
 
-    for row in dict.fromkeys(study["rows"] + study["baselines"]):
-        for set_name in study["downstream"]:
+    for set_name, dset in study["downstream"].items():
+        for row in dict.fromkeys((dset.get("rows") or study["rows"]) + study["baselines"]):
             variables = row_vars(study, row, set_name, seed=study["seeds"][0])
             texts = {"recipe.finetune": study["recipe"]["finetune"]}
             source = study["sources"][row.split("@")[0]]
