@@ -254,3 +254,32 @@ def test_help_opens_with_examples_that_load(capsys, monkeypatch):
     for line in examples:
         args = cli_study.build_parser().parse_args(shlex.split(line)[2:])
         spec.load(args.study, args.sets)
+
+
+def test_a_shared_pre_training_runs_once_and_workers_stop_with_their_runner(toy):
+    """Rows that differ only in what fine-tuning sees share one pre-training; and a worker whose runner is
+    killed alone (kill -9 of its pid, not its group) exits instead of running on."""
+    study = toy_study(toy, "variants={f: {vars: {unused: '{value}'}}}", "rows=[fractaldb, fractaldb@f2]")
+    plan = Plan(study)
+    assert [n.split("-")[0] for n in plan.runs if n.startswith("pre_")] == ["pre_fractaldb_s0"]
+    assert len(plan.cells) == 4 and len({c.deps[-1] for c in plan.cells}) == 1
+    script = (f"import os, sys, time; sys.path.insert(0, {REPO!r})\n"
+              "from fdsl.study import worker\n"
+              "pool = worker.pool(1, 1); pid = pool.submit(os.getpid).result(); busy = pool.submit(time.sleep, 60)\n"
+              "print(pid, flush=True); time.sleep(60)\n")  # the worker is busy in a run when its runner dies
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(runner.stdout.readline())
+    runner.kill()
+    runner.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and alive(child):
+        time.sleep(0.2)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except FileNotFoundError:
+        return False

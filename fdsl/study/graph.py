@@ -98,6 +98,7 @@ class Plan:
         self.runs: dict[str, Run] = {}  # name -> run
         self.cells: list[Run] = []  # the finetune runs, one per (row, set, seed)
         self._file_hashes: dict[str, str] = {}
+        self._by_key: dict[tuple[str, str], Run] = {}
         for set_name in study["downstream"]:
             rows, seeds = set_rows(study, set_name), set_seeds(study, set_name)
             for row in dict.fromkeys([*rows, *extra_rows]):
@@ -105,10 +106,15 @@ class Plan:
                     self.cells.append(self._finetune(row, set_name, seed))
 
     def _add(self, prefix: str, kind: str, argv: list[str], deps: list[Run], extra: str = "", **meta) -> Run:
+        """The run of this command, made once: rows that need the same run share it under the first one's name
+        (fractaldb@f15 differs from fractaldb only in fine-tuning: one pre-training)."""
         key = _key(kind, argv, extra)
+        if kind != "finetune" and (kind, key) in self._by_key:
+            return self._by_key[kind, key]
         name = f"{prefix}-{key}"
         if name not in self.runs:
             self.runs[name] = Run(key, name, kind, argv, [d.name for d in deps], meta)
+            self._by_key.setdefault((kind, key), self.runs[name])
         return self.runs[name]
 
     def _data(self, set_name: str) -> tuple[str, list[Run]]:

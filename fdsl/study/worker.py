@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 
-def init(threads: int, repo: str) -> None:
-    """Worker start-up: THREADS torch threads, this checkout's fdsl first on the path."""
+def init(threads: int, repo: str, runner: int) -> None:
+    """Worker start-up: THREADS torch threads, this checkout's fdsl first on the path, and a watch on the runner."""
+    threading.Thread(target=_exit_without, args=(runner,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -30,7 +32,15 @@ def init(threads: int, repo: str) -> None:
 def pool(jobs: int, threads: int) -> ProcessPoolExecutor:
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn"), initializer=init,
-                               initargs=(threads, repo))
+                               initargs=(threads, repo, os.getpid()))
+
+
+def _exit_without(runner: int) -> None:
+    """A worker whose runner died (kill -9 of the runner alone, not its process group) stops within a second:
+    the re-run starts the unfinished runs afresh, and an orphan must not go on writing into their folders."""
+    while os.getppid() == runner:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def threads_per_run(jobs: int) -> int:
