@@ -12,51 +12,17 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from concurrent.futures import FIRST_COMPLETED, wait
 
-
-def _worker_init(threads: int, repo: str) -> None:
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    sys.path.insert(0, repo)
-    import torch
-
-    torch.set_num_threads(threads)
-    import fdsl.cli.main  # noqa: F401  (the commands import the rest on first use)
+from fdsl.study import worker
 
 
 def _run_fdsl(argv: list[str], log: str) -> tuple[int, float]:
-    """`fdsl ARGV` in this worker, its stdout and stderr (file descriptors 1 and 2) appended to LOG; returns
-    (exit code, CPU seconds of this process during the command)."""
-    import traceback
-
-    from fdsl.cli.main import main
-
+    """`fdsl ARGV` in this worker (fdsl.study.worker.run_command), output appended to LOG; returns (exit code,
+    CPU seconds of this process during the command)."""
     cpu = time.process_time()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "a") as f:
-        f.write("$ fdsl " + " ".join(argv) + "\n")
-        f.flush()
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            code = main(list(argv))
-        except SystemExit as err:  # argparse
-            code = err.code if isinstance(err.code, int) else 1
-        except BaseException:  # noqa: BLE001  (reported in the log, the run counts as failed)
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-    return int(code or 0), time.process_time() - cpu
+    code, _ = worker.run_command([sys.executable, "-m", "fdsl", *argv], log)
+    return code, time.process_time() - cpu
 
 
 class Pool:
@@ -66,10 +32,8 @@ class Pool:
     def __init__(self, work: str, jobs: int):
         self.logs = os.path.join(work, "logs")
         os.makedirs(self.logs, exist_ok=True)
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // max(1, jobs)))
-        self.executor = ProcessPoolExecutor(max(1, jobs), mp_context=get_context("spawn"), initializer=_worker_init,
-                                            initargs=(int(threads), repo))
+        self.executor = worker.pool(jobs, int(threads))
 
     def __enter__(self):
         return self

@@ -13,8 +13,9 @@ import torch
 from fdsl.data import gpu_augment as ga
 from fdsl.data import gpu_source, registry
 from fdsl.engine.distributed import DistInfo
-from fdsl.engine.loop import LoopContext, _accumulate, _backward, _optimizer_step, to_device
+from fdsl.engine.loop import LoopContext
 from fdsl.engine.method import Classification
+from fdsl.gpucheck_steps import one_update  # the engine loop's step between two log steps
 from fdsl.render.gpu import device_generator
 from fdsl.ssl.backbone import create_backbone
 from fdsl.ssl.byol import BYOL
@@ -35,16 +36,6 @@ def render_on(device, name: str, count: int = 4) -> torch.Tensor:
     batches = gpu_source.create_batches(db, device, progress=False)
     classes = torch.arange(count) % 2
     return batches.render(classes, classes, torch.Generator().manual_seed(0), device_generator(device, 1))
-
-
-def engine_step(method, model, batch, optimizer, ctx) -> None:
-    """The loop's step (fdsl.engine.loop.train_one_epoch) between two log steps: no host read."""
-    batch = to_device(batch, ctx)
-    out = method.training_step(model, batch, ctx)
-    _backward(out.loss, ctx)
-    _accumulate({}, out)
-    _optimizer_step(model, optimizer, ctx)
-    method.after_update(1, ctx)
 
 
 @pytest.mark.parametrize("name", DATABASES)
@@ -75,7 +66,7 @@ def test_render_augment_and_the_engine_train_step_on_a_device():
     model = timm.create_model("deit_tiny_patch16_224", img_size=16, patch_size=8, depth=1, num_classes=2).to(META)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ctx = LoopContext(info=DistInfo(device=META), clip_grad=1.0)  # autocast has no meta device
-    engine_step(Classification(model, torch.nn.CrossEntropyLoss()), model, (images, targets), optimizer, ctx)
+    one_update(Classification(model, torch.nn.CrossEntropyLoss()), model, (images, targets), optimizer, ctx)
     assert all(p.device == META for p in model.parameters())
 
 
@@ -91,7 +82,7 @@ def test_the_ssl_steps_on_a_device(method_name):
         optimizer = build_optimizer("lars", method.module.to(META), 0.3, 0.9, 1e-6)
     ctx = LoopContext(info=DistInfo(device=META))
     views = [torch.zeros(4, 3, 32, 32) for _ in range(2)]  # host views: the loop moves them
-    engine_step(method, method.module, (views, torch.zeros(4, dtype=torch.long)), optimizer, ctx)
+    one_update(method, method.module, (views, torch.zeros(4, dtype=torch.long)), optimizer, ctx)
     assert all(t.device == META for t in method.module.state_dict().values())
 
 

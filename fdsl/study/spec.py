@@ -129,21 +129,28 @@ def _check_recipe(study: dict, path: str) -> None:
             raise _fail(path, f"recipe.{key}", f"give the fdsl command line, starting with '{key}'")
 
 
+def _kind_of(entry, key: str, path: str, keys: set, kinds: tuple, choices: str) -> str:
+    """The one kind KEY's mapping is (a source: scratch, database or checkpoint; a set: folder, prepare or
+    command); a non-mapping, an unknown key or not exactly one kind is one line naming the key."""
+    if not isinstance(entry, dict):
+        raise _fail(path, key, f"give a mapping with one of {choices}")
+    unknown = set(entry) - keys
+    if unknown:
+        raise _fail(path, f"{key}.{min(unknown)}", f"unknown key; give {', '.join(sorted(keys))}")
+    found = [k for k in kinds if entry.get(k)]
+    if len(found) != 1:
+        raise _fail(path, key, f"give exactly one of {choices}")
+    return found[0]
+
+
 def _check_source(name: str, source, path: str) -> None:
     key = f"sources.{name}"
-    if not isinstance(source, dict):
-        raise _fail(path, key, "give a mapping, e.g. {database: fractaldb, render: '--classes 10'}")
-    unknown = set(source) - SOURCE_KEYS
-    if unknown:
-        raise _fail(path, f"{key}.{min(unknown)}", f"unknown key; give {', '.join(sorted(SOURCE_KEYS))}")
-    kinds = [k for k in SOURCE_KINDS if source.get(k)]
-    if len(kinds) != 1:
-        raise _fail(path, key, "give exactly one of scratch: true, database: NAME, checkpoint: FILE")
-    if kinds[0] == "checkpoint":
+    kind = _kind_of(source, key, path, SOURCE_KEYS, SOURCE_KINDS, "scratch: true, database: NAME, checkpoint: FILE")
+    if kind == "checkpoint":
         source["checkpoint"] = os.path.abspath(str(source["checkpoint"]))
         if not os.path.isfile(source["checkpoint"]):
             raise _fail(path, f"{key}.checkpoint", f"no file {source['checkpoint']}; give an existing checkpoint")
-    if "render" in source and kinds[0] != "database":
+    if "render" in source and kind != "database":
         raise _fail(path, f"{key}.render", "render flags go with database: NAME only")
     if not isinstance(source.get("vars", {}), dict):
         raise _fail(path, f"{key}.vars", "give a mapping (name: value)")
@@ -152,20 +159,13 @@ def _check_source(name: str, source, path: str) -> None:
 
 def _check_set(name: str, dset, path: str) -> None:
     key = f"downstream.{name}"
-    if not isinstance(dset, dict):
-        raise _fail(path, key, "give a mapping: {folder: DIR}, {prepare: {name: ...}} or {command: ...}")
-    unknown = set(dset) - SET_KEYS
-    if unknown:
-        raise _fail(path, f"{key}.{min(unknown)}", f"unknown key; give {', '.join(sorted(SET_KEYS))}")
-    kinds = [k for k in SET_KINDS if dset.get(k)]
-    if len(kinds) != 1:
-        raise _fail(path, key, "give exactly one of folder: DIR, prepare: {name: ...}, command: '...'")
-    if kinds[0] == "folder":
+    kind = _kind_of(dset, key, path, SET_KEYS, SET_KINDS, "folder: DIR, prepare: {name: ...}, command: '...'")
+    if kind == "folder":
         dset["folder"] = os.path.abspath(str(dset["folder"]))
         if not os.path.isdir(os.path.join(dset["folder"], "train")):
             raise _fail(path, f"{key}.folder", f"no {dset['folder']}/train; give a folder with train/ and val/ "
                         "(fdsl data prepare writes one)")
-    if kinds[0] == "prepare":
+    if kind == "prepare":
         prep = dset["prepare"]
         if not isinstance(prep, dict) or "name" not in prep or set(prep) - PREPARE_KEYS:
             raise _fail(path, f"{key}.prepare", f"give a mapping with name: and any of {sorted(PREPARE_KEYS)}")
