@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from fdsl.cli.main import main as fdsl_main
-from fdsl.study import aggregate, spec
-from fdsl.study.graph import Plan, layer
+from fdsl.study import aggregate, spec, timing
+from fdsl.study.graph import Plan, Run, layer
 from fdsl.study.template import TemplateError, expand
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +167,27 @@ def test_report_arithmetic_against_hand_computed_numbers():
     assert rows["scratch"]["gains"] == {} and rows["scratch2x"]["gains"] == {}  # baselines have no gain
     assert aggregate.gain_text([10.0, 2.0, 10.0]) == "+7.3 ± 4.6 (+10.0 / +2.0 / +10.0)"
     assert aggregate.gain_text([-20.0]) == "-20.0 ± 0.0 (-20.0)"
+
+
+def test_the_compute_line_replays_the_runners_order_on_measured_seconds():
+    """a (10 s) -> b (5 s); c and d (3 s each) stand alone. On 2 jobs the longest chain (a, b: 15 s) starts first
+    beside c; d follows c at 3 s; b follows a at 10 s: 15 s. On 1 job: 21 s. An unfinished dep does not block."""
+    runs = [Run("ka", "a", "pretrain", []), Run("kb", "b", "finetune", [], ["a"]),
+            Run("kc", "c", "finetune", []), Run("kd", "d", "finetune", [], ["x"])]
+    seconds = {"a": 10.0, "b": 5.0, "c": 3.0, "d": 3.0}
+    assert timing.wall_seconds(runs, seconds, 2) == 15.0
+    assert timing.wall_seconds(runs, seconds, 1) == 21.0
+    assert timing.wall_seconds(runs[2:], seconds, 2) == 3.0
+
+    class FakePlan:
+        def order(self):
+            return runs
+
+    c = timing.cost(FakePlan(), {n: {"seconds": s} for n, s in seconds.items()}, 2)
+    assert (c["runs"], c["core_s"], c["wall_s"]) == (4, 21.0, 15.0)
+    assert c["by_kind"]["finetune"] == (3, 11.0) and c["by_kind"]["build"] == (0, 0)
+    assert timing.cost_line(c).startswith("Compute: 4 finished runs, 0.3 run-minutes (1 pretrain 0.2, 3 finetune")
+    assert timing.cost_line(c).endswith("on 2 jobs as `fdsl study` orders them: 0.2 min.")
 
 
 def test_templates_evaluate_fields_and_refuse_code():

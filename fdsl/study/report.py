@@ -13,6 +13,7 @@ import yaml
 from fdsl.study.aggregate import gain_text, mean_std, table
 from fdsl.study.graph import Plan, row_label
 from fdsl.study.local import read_result, write_atomic
+from fdsl.study.timing import cost, cost_line
 
 
 def collect(study: dict, plan: Plan) -> dict[str, dict[str, dict[int, float]]]:
@@ -70,14 +71,15 @@ def transfer_table(study: dict, tables: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def markdown(study: dict, tables: dict[str, list[dict]], command: str) -> str:
+def markdown(study: dict, tables: dict[str, list[dict]], command: str, spent: dict | None = None) -> str:
     lines = [f"# Study {study['name']}", "",
              f"Final {study['metric']} of each fine-tune: mean ± sample std (seeds) per row and downstream set.", ""]
     lines += transfer_table(study, tables)
     for s, rows in tables.items():
         if rows:
             lines += ["", f"## {study['downstream'][s]['label']}", ""] + set_table(study, rows)
-    lines += ["", f"Ran from commit {git_commit()} with `{command}`. The study as it ran:", "", "```yaml",
+    lines += ["", *([cost_line(spent), ""] if spent else []),
+              f"Ran from commit {git_commit()} with `{command}`. The study as it ran:", "", "```yaml",
               yaml.safe_dump(study, sort_keys=False, allow_unicode=True).rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
@@ -128,13 +130,16 @@ def panels(study: dict, tables: dict[str, list[dict]]) -> list:
             for s, rows in tables.items() if rows]
 
 
-def write(study: dict, plan: Plan, command: str) -> str | None:
-    """Write report.md, .csv and .png under STUDY_OUT; returns the per-set tables' Markdown (None: no results)."""
+def write(study: dict, plan: Plan, command: str, jobs: int = 1) -> str | None:
+    """Write report.md, .csv and .png under STUDY_OUT; returns the per-set tables' Markdown and the compute line
+    (on JOBS jobs), or None when no fine-tune has finished."""
     tables = {s: table(results, study["baselines"]) for s, results in collect(study, plan).items()}
     if not any(tables.values()):
         return None
     root = study["out"]
-    write_atomic(os.path.join(root, "report.md"), markdown(study, tables, command))
+    results = {r.name: res for r in plan.order() if (res := read_result(root, r))}
+    spent = cost(plan, results, jobs)
+    write_atomic(os.path.join(root, "report.md"), markdown(study, tables, command, spent))
     write_atomic(os.path.join(root, "report.csv"), csv_text(study, tables))
     bar_chart(panels(study, tables), os.path.join(root, "report.png"))
-    return "\n\n".join("\n".join(set_table(study, rows)) for rows in tables.values() if rows)
+    return "\n\n".join(["\n".join(set_table(study, rows)) for rows in tables.values() if rows] + [cost_line(spent)])

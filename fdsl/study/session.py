@@ -39,7 +39,8 @@ def run_and_report(study: dict, plan: Plan, jobs: int | None, command: str) -> i
     if jobs is not None:
         save_resolved(study)
         code = local.run_all(study, plan, jobs)
-    text = report.write(study, Plan(study, study["baselines"]), command)  # a baseline not run: reported when done
+    # a baseline not run is reported when done; the compute line replays the runs on this run's jobs (or cores)
+    text = report.write(study, Plan(study, study["baselines"]), command, jobs or len(os.sched_getaffinity(0)))
     if text is None:
         print(f"no finished fine-tunes in {study['out']} yet: no report")
         return code
