@@ -108,6 +108,23 @@ def test_toy_study_survives_kill_9_resumes_and_keys_the_recipe(toy):
     done = [s for s in states if s[0] == "done"]
     assert len(states) == 6 and len(done) == 1 and done[0][1].startswith("db_fractaldb-")
 
+    # another study, its lines differing only in --log-interval and its fine-tune in epochs, reuses this one's
+    # database and pre-training (`reuse:`) and fine-tunes from the linked pre-training
+    other = ["--set", f"out={toy.parent / 'out2'}", "--set", f"reuse={out}", "--set", "seeds=0",
+             "--set", "rows=fractaldb", "--set", "baselines=[]", "--set", "downstream.tiny.vars={epochs: 2}",
+             "--set", "vars.common=-b 4 -j 0 --device cpu --log-interval 7"]
+    plan = fdsl_study(toy, "--dry-run", *other)
+    states = {line[5:].split()[0]: line[:5] for line in plan.stdout.splitlines()
+              if line[:5] in ("done ", "to do", "reuse")}
+    assert sorted(states.values()) == ["reuse", "reuse", "to do"], plan.stdout
+    proc = fdsl_study(toy, *other, "--jobs", "1")
+    assert proc.returncode == 0 and "2 runs reused from" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (pre,) = (toy.parent / "out2" / "runs").glob("pre_fractaldb_s0-*")
+    assert pre.is_symlink() and pre.resolve() == (out / "runs" / pre.name).resolve()
+    assert "1 finished runs (2 more reused from another study)" in proc.stdout
+    with pytest.raises(spec.UserError, match="is not a study's output folder"):
+        toy_study(toy, f"reuse={toy.parent / 'nosuch'}")
+
 
 def test_a_prepare_spec_is_prepared_once_and_fine_tuned_on(toy):
     """downstream: {prepare: ...} is one `fdsl data prepare` run that the fine-tunes read; without a baseline

@@ -67,8 +67,26 @@ def row_label(study: dict, row: str) -> str:
     return ", ".join(parts)
 
 
+# flags that change only what a run prints, with the number of values each takes: left out of the key, so two
+# studies whose pre-training lines differ only in them share the run (`reuse:`)
+PRINT_ONLY = {"--log-interval": 1}
+
+
+def defining(argv: list[str]) -> list[str]:
+    """ARGV without the print-only flags and their values."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg in PRINT_ONLY:
+            skip = PRINT_ONLY[arg]
+        else:
+            out.append(arg)
+    return out
+
+
 def _key(kind: str, argv: list[str], extra: str = "") -> str:
-    text = json.dumps({"kind": kind, "argv": argv, "extra": extra}, sort_keys=True)
+    text = json.dumps({"kind": kind, "argv": defining(argv), "extra": extra}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

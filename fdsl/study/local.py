@@ -35,6 +35,37 @@ def read_result(root: str, run: Run) -> dict | None:
         return None
 
 
+def reused_result(study: dict, run: Run) -> tuple[str, dict] | None:
+    """(folder, result) of RUN done in one of the study's `reuse` folders (same name, so same key), or None."""
+    for folder in study.get("reuse", []):
+        result = read_result(folder, run)
+        if result and result.get("key") == run.key and os.path.exists(os.path.join(folder, "runs", run.name)):
+            return folder, result
+    return None
+
+
+def adopt_reused(study: dict, plan: Plan) -> list[str]:
+    """Take the runs not done here but done in a `reuse` folder: link their output folder into STUDY_OUT/runs,
+    copy the log, write the result with `reused_from`. Returns their names."""
+    root, taken = study["out"], []
+    for run in plan.order():
+        found = None if read_result(root, run) else reused_result(study, run)
+        if not found:
+            continue
+        folder, result = found
+        target = os.path.join(root, "runs", run.name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):  # what an interrupted attempt here left
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
+        os.symlink(os.path.join(folder, "runs", run.name), target)
+        if os.path.exists(log_path(folder, run)):
+            os.makedirs(os.path.dirname(log_path(root, run)), exist_ok=True)
+            shutil.copyfile(log_path(folder, run), log_path(root, run))
+        write_atomic(result_path(root, run), json.dumps({**result, "reused_from": folder}, indent=1) + "\n")
+        taken.append(run.name)
+    return taken
+
+
 def write_atomic(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"

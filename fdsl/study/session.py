@@ -22,12 +22,14 @@ def save_resolved(study: dict) -> str:
 
 def dry_run(study: dict, plan: Plan) -> int:
     for run in plan.order():
-        state = "done " if local.read_result(study["out"], run) else "to do"
+        state = "done " if local.read_result(study["out"], run) else "reuse" if local.reused_result(study, run) \
+            else "to do"
         print(f"{state}  {run.name}\n         {shlex.join(fill(run, study['out'], 'python'))}")
     return 0
 
 
 def emit_lists(study: dict, plan: Plan, kind: str, out_dir: str) -> int:
+    local.adopt_reused(study, plan)
     for written in emit.emit(kind, study, plan, save_resolved(study), out_dir):
         print(f"wrote {written}")
     return 0
@@ -38,6 +40,9 @@ def run_and_report(study: dict, plan: Plan, jobs: int | None, command: str) -> i
     code = 0
     if jobs is not None:
         save_resolved(study)
+        reused = local.adopt_reused(study, plan)
+        if reused:
+            print(f"{len(reused)} runs reused from {', '.join(study['reuse'])} (linked into {study['out']}/runs)")
         code = local.run_all(study, plan, jobs)
     # a baseline not run is reported when done; the compute line replays the runs on this run's jobs (or cores)
     text = report.write(study, Plan(study, study["baselines"]), command, jobs or len(os.sched_getaffinity(0)))

@@ -10,7 +10,7 @@ import yaml
 from fdsl.errors import UserError
 from fdsl.study.template import TemplateError, expand
 
-TOP_KEYS = {"name", "out", "seeds", "rows", "baselines", "pretrain_per_seed", "vars", "recipe", "variants",
+TOP_KEYS = {"name", "out", "reuse", "seeds", "rows", "baselines", "pretrain_per_seed", "vars", "recipe", "variants",
             "sources", "downstream", "metric"}
 SOURCE_KINDS = ("scratch", "database", "checkpoint")
 SOURCE_KEYS = {"label", "render", "vars", *SOURCE_KINDS}
@@ -81,6 +81,11 @@ def check(study: dict, path: str) -> dict:
         raise _fail(path, min(unknown), f"unknown key; the keys are: {', '.join(sorted(TOP_KEYS))}")
     study["seeds"] = _seeds(study.get("seeds", [0]), path, "seeds")
     study["out"] = os.path.abspath(str(study.get("out") or study["name"] + "_out"))
+    study["reuse"] = [os.path.abspath(d) for d in _words(study.get("reuse") or [], path, "reuse")]
+    for folder in study["reuse"]:
+        if not os.path.isdir(os.path.join(folder, "results")):
+            raise _fail(path, "reuse", f"{folder} is not a study's output folder (no results/ in it); give the "
+                                       "`out` folder of an earlier study")
     study["pretrain_per_seed"] = bool(study.get("pretrain_per_seed", False))
     study["metric"] = str(study.get("metric", "eval_top1"))
     for key in ("vars", "variants", "sources", "downstream", "recipe"):

@@ -41,16 +41,19 @@ def wall_seconds(runs: list[Run], seconds: dict[str, float], jobs: int) -> float
 
 
 def cost(plan: Plan, results: dict[str, dict], jobs: int) -> dict:
-    """{'runs', 'core_s', 'by_kind': {kind: (count, seconds)}, 'wall_s', 'jobs'} of the finished runs."""
-    runs = [r for r in plan.order() if r.name in results]
+    """{'runs', 'core_s', 'by_kind': {kind: (count, seconds)}, 'wall_s', 'jobs', 'reused'} of the finished runs;
+    a run taken from another study (`reuse:`) cost this one nothing and is only counted."""
+    reused = [r for r in plan.order() if r.name in results and results[r.name].get("reused_from")]
+    runs = [r for r in plan.order() if r.name in results and r not in reused]
     seconds = {r.name: float(results[r.name]["seconds"]) for r in runs}
     by_kind = {k: (sum(r.kind == k for r in runs), sum(seconds[r.name] for r in runs if r.kind == k))
                for k in KINDS}
     return {"runs": len(runs), "core_s": sum(seconds.values()), "by_kind": by_kind, "jobs": jobs,
-            "wall_s": wall_seconds(runs, seconds, jobs)}
+            "wall_s": wall_seconds(runs, seconds, jobs), "reused": len(reused)}
 
 
 def cost_line(c: dict) -> str:
     kinds = ", ".join(f"{n} {k} {s / 60:.1f}" for k, (n, s) in c["by_kind"].items() if n)
-    return (f"Compute: {c['runs']} finished runs, {c['core_s'] / 60:.1f} run-minutes ({kinds}); on {c['jobs']} "
-            f"job{'s' * (c['jobs'] > 1)} as `fdsl study` orders them: {c['wall_s'] / 60:.1f} min.")
+    reused = f" ({c['reused']} more reused from another study)" if c.get("reused") else ""
+    return (f"Compute: {c['runs']} finished runs{reused}, {c['core_s'] / 60:.1f} run-minutes ({kinds}); on "
+            f"{c['jobs']} job{'s' * (c['jobs'] > 1)} as `fdsl study` orders them: {c['wall_s'] / 60:.1f} min.")
