@@ -189,7 +189,8 @@ def check_ddp(o) -> tuple[str, str]:
 def check_kmeans(o) -> tuple[str, str]:
     import numpy as np
 
-    from fdsl.ssl import kmeans as km
+    from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
+    from fdsl.ssl.kmeans.search import faiss_has_gpu, faiss_module
 
     device = device_of(o.device)
     n, d, k = o.points, 256 if device.type == "cuda" else 32, 1000 if device.type == "cuda" else 10
@@ -199,13 +200,12 @@ def check_kmeans(o) -> tuple[str, str]:
     faiss = "faiss-gpu" if device.type == "cuda" else "faiss"
     rows, ok = [], True
     for backend in ("torch", faiss):
-        if backend.startswith("faiss") and (km.faiss_module() is None or backend == "faiss-gpu"
-                                            and not km.faiss_has_gpu()):
+        if backend.startswith("faiss") and (faiss_module() is None or backend == "faiss-gpu" and not faiss_has_gpu()):
             rows.append(f"{backend} n/a (not installed here; the torch backend stands in)")
             continue
         start = time.perf_counter()
         try:
-            result = km.kmeans(x, k, niter=10, seed=0, backend=backend, device=device)
+            result = kmeans(x, k, KMeansOptions(niter=10, seed=0, backend=backend, device=device))
         except Exception as err:  # noqa: BLE001 - the row says what failed
             rows.append(f"{backend}: {type(err).__name__}: {str(err).splitlines()[0][:60]}")
             ok = False
