@@ -137,6 +137,18 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
     return result
 
 
+def one_update(method: Method, model, batch, optimizer, ctx: LoopContext) -> None:
+    """One optimiser step of train_one_epoch between two log steps, where the loop reads nothing back from the
+    device (no accumulation, no log): the step the device-sync audits run (tests/test_device_paths.py,
+    bench/gpucheck/checks.py)."""
+    batch = to_device(batch, ctx)
+    out = method.training_step(model, batch, ctx)
+    _backward(out.loss, ctx)
+    _accumulate({}, out)
+    _optimizer_step(model, optimizer, ctx)
+    method.after_update(1, ctx)
+
+
 def _backward(loss: torch.Tensor, ctx: LoopContext) -> None:
     if ctx.scaler is not None:
         ctx.scaler.scale(loss).backward()
