@@ -125,7 +125,7 @@ def _resize_pos_embed(model, sd: dict) -> None:
 
 
 def load_pretrained(model, path: str, arch: str, log=print) -> None:
-    """Initialise `model` from a checkpoint for fine-tuning (spec 3.2, D15 fixed): any layout of
+    """Initialise `model` from a checkpoint for fine-tuning (D15 of docs/training.md fixed): any layout of
     fdsl.engine.released (fdsl, timm, the papers' files, SSL backbones, an `fdsl export` directory); the head
     is dropped only when its shape differs, pos_embed is bicubic-resized, missing/unexpected keys are printed,
     and a file from another architecture is one clear error."""
