@@ -52,10 +52,11 @@ def kmeans_contenders(args, x: np.ndarray, init: np.ndarray) -> dict:
     import faiss
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    from fdsl.ssl.kmeans import choose_backend, kmeans
+    from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
+    from fdsl.ssl.kmeans.search import choose_backend
 
     def fdsl(backend):
-        return lambda: kmeans(x, args.k, niter=args.niter, seed=0, backend=backend).losses[-1]
+        return lambda: kmeans(x, args.k, KMeansOptions(niter=args.niter, seed=0, backend=backend)).losses[-1]
 
     def faiss_kmeans():
         km = faiss.Kmeans(args.dim, args.k, niter=args.niter, seed=1, max_points_per_centroid=10 ** 9)
@@ -96,10 +97,12 @@ def set_threads(n: int) -> None:
 def bench_kmeans(args) -> None:
     """Process CPU time (all threads) and wall time of each contender, repeats interleaved in a rotating order,
     medians; ratios against the fastest peer (faiss.Kmeans, KMeans lloyd, MiniBatchKMeans)."""
-    from fdsl.ssl.kmeans import initial_centroids, strided_ids
+    from fdsl.engine.distributed import DistInfo
+    from fdsl.ssl.kmeans.driver import initial_centroids
+    from fdsl.ssl.kmeans.ids import strided_ids
 
     x = np.random.default_rng(0).standard_normal((args.n, args.dim)).astype(np.float32)
-    init = initial_centroids(x, strided_ids(len(x), None), args.k, 0, None)  # the start fdsl picks: same for all
+    init = initial_centroids(x, strided_ids(len(x), None), args.k, 0, DistInfo())  # fdsl's start, for all
     runs = kmeans_contenders(args, x, init)
     peers = ("faiss.Kmeans", "sklearn KMeans lloyd", "sklearn MiniBatchKMeans")
     print(f"kmeans {args.n}x{args.dim} float32, k={args.k}, {args.niter} iterations + one assignment, same initial "
@@ -164,7 +167,7 @@ def bench_digits(args) -> None:
     from sklearn.datasets import load_digits
     from sklearn.metrics import normalized_mutual_info_score
 
-    from fdsl.ssl.kmeans import kmeans
+    from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
     from fdsl.ssl.pca import fit_pca
 
     x, y = load_digits(return_X_y=True)
@@ -173,7 +176,7 @@ def bench_digits(args) -> None:
         scores = []
         for seed in range(5):
             pca = fit_pca(x, dim)
-            scores.append(normalized_mutual_info_score(y, kmeans(pca.apply(x), 10, niter=20, seed=seed).labels))
+            scores.append(normalized_mutual_info_score(y, kmeans(pca.apply(x), 10, KMeansOptions(niter=20, seed=seed)).labels))
         print(f"digits: raw pixels -> PCA-whitening {dim} -> L2 -> k-means k=10: NMI {np.mean(scores):.3f} "
               f"(min {min(scores):.3f} over 5 seeds; target >= 0.6)", flush=True)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first command on a GPU machine: every CUDA path of fdsl once, at most 7 minutes (see fdsl/gpucheck.py).
+# The first command on a GPU machine: every CUDA path of fdsl once, at most 7 minutes (see bench/gpucheck/).
 #   bash bench/gpu_check.sh --wheels .whl   # on the GPU: install the wheels built by bench/gpu_wheels.sh, then run
 #   bash bench/gpu_check.sh --dry-run       # on a CPU: the same command lines at toy sizes
 #   bash bench/gpu_check.sh --list          # the steps and their caps
@@ -20,4 +20,4 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m fdsl.gpucheck "${args[@]}"
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m bench.gpucheck "${args[@]}"

@@ -8,7 +8,7 @@ pipeline (a folder of PNGs, the engine's training transform, N workers) in image
     PYTHONPATH=. python bench/train.py --device cuda --model deit_base_patch16_224 --img-size 224 \\
         --model-kwargs --batch-size 128 --amp --synthetic visualatom     # on-the-fly device batches
     PYTHONPATH=. python bench/train.py --device cuda --model deit_tiny_patch16_224 --img-size 224 \\
-        --model-kwargs --batch-size 256 --amp --compile --channels-last --no-data   # as fdsl.gpucheck runs it
+        --model-kwargs --batch-size 256 --amp --compile --channels-last --no-data   # as bench/gpu_check.sh runs it
 
 With --synthetic DB the same step is also timed on batches rendered and augmented on --synthetic-device inside
 the step (fdsl.data.gpu_source), against the pre-made random tensors: the issue's target is >= 0.9x.

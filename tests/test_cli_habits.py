@@ -107,6 +107,16 @@ def test_device_mps_without_it_is_one_line(fdsl_cli):
     assert code == 2 and "--device tpu: not a device; use cpu, cuda, cuda:N or mps" in err
 
 
+@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
+@pytest.mark.parametrize("flags,message", [(["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+                                           (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'")])
+def test_a_bad_flag_is_one_line_not_the_usage(fdsl_cli, kind, flags, message):
+    """pretrain and finetune use the parser of every other command: a bad flag is one line naming it."""
+    code, out, err = fdsl_cli(kind, "D", *flags)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"fdsl {kind}: error: {message}") and f"(see fdsl {kind} --help)" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_a_gpu_is_one_line():
     with pytest.raises(UserError, match="--device cuda:1: no CUDA GPU is visible"):

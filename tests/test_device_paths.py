@@ -13,9 +13,8 @@ import torch
 from fdsl.data import gpu_augment as ga
 from fdsl.data import gpu_source, registry
 from fdsl.engine.distributed import DistInfo
-from fdsl.engine.loop import LoopContext
+from fdsl.engine.loop import LoopContext, one_update  # one_update: the loop's step between two log steps
 from fdsl.engine.method import Classification
-from fdsl.gpucheck_steps import one_update  # the engine loop's step between two log steps
 from fdsl.render.gpu import device_generator
 from fdsl.ssl.backbone import create_backbone
 from fdsl.ssl.byol import BYOL

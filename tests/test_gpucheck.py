@@ -1,4 +1,4 @@
-"""fdsl.gpucheck, the first command on a GPU: its steps, caps, dry run, wheels and time limits, on the CPU."""
+"""bench/gpucheck, the first command on a GPU: its steps, caps, dry run, wheels and time limits, on the CPU."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import zipfile
 
 from test_engine_util import REPO
 
-from fdsl import gpucheck
+from bench.gpucheck import harness as gpucheck
 
 NAMES = ["device", "cuda-tests", "render", "sync", "train-deit-tiny", "train-deit-base", "fp16", "ddp", "kmeans", "ssl",
          "loader"]

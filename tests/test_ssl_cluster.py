@@ -5,9 +5,12 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import normalized_mutual_info_score
 
+from fdsl.engine.distributed import DistInfo
 from fdsl.errors import UserError
 from fdsl.ssl.hierarchy import two_level
-from fdsl.ssl.kmeans import enforce_min_size, kmeans, priority, split_empty_clusters
+from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
+from fdsl.ssl.kmeans.empty import enforce_min_size, split_empty_clusters
+from fdsl.ssl.kmeans.ids import priority
 from fdsl.ssl.pca import PCA, fit_pca
 from fdsl.ssl.sampler import UniformClusterSampler
 
@@ -43,7 +46,7 @@ def test_pca_whitens_known_data(tmp_path):
 def test_kmeans_on_digits_finds_the_classes(digits):
     x, y = digits
     z = fit_pca(x, 16).apply(x)
-    res = kmeans(z, 10, niter=20, seed=0)
+    res = kmeans(z, 10, KMeansOptions(niter=20, seed=0))
     assert normalized_mutual_info_score(y, res.labels) > 0.6
     assert res.losses[-1] < res.losses[0]
     assert res.counts.sum() == len(x) and np.array_equal(np.bincount(res.labels, minlength=10), res.counts)
@@ -53,7 +56,7 @@ def test_kmeans_never_returns_an_empty_cluster():
     """5 distinct points repeated 20 times, k = 30: most centroids start as duplicates and go empty."""
     x = np.repeat(np.random.default_rng(1).random((5, 4)).astype(np.float32), 20, 0)
     for k in (7, 30, 100):
-        res = kmeans(x, k, niter=5, seed=k)
+        res = kmeans(x, k, KMeansOptions(niter=5, seed=k))
         assert res.counts.min() >= 1 and np.array_equal(np.bincount(res.labels, minlength=k), res.counts)
     with pytest.raises(UserError, match="needs at least 101 images"):
         kmeans(x, 101)
@@ -69,7 +72,7 @@ def test_each_empty_cluster_splits_a_different_donor():
     assert all(not np.allclose(centroids[e], before[e]) for e in (0, 1, 2, 6, 7))
     labels = np.repeat(np.arange(8), [0, 0, 0, 50, 40, 30, 0, 0])
     labels, new = enforce_min_size(labels, np.bincount(labels, minlength=8), 1, np.random.default_rng(0),
-                                   priority(np.arange(120), 0), None)
+                                   priority(np.arange(120), 0), DistInfo())
     assert new.min() >= 1 and np.array_equal(np.bincount(labels, minlength=8), new)
 
 
@@ -113,7 +116,7 @@ def test_sampler_is_uniform_over_clusters_and_a_function_of_seed_and_epoch():
 
 
 def test_torch_search_matches_faiss():
-    from fdsl.ssl.kmeans import Assigner
+    from fdsl.ssl.kmeans.search import Assigner
 
     rng = np.random.default_rng(2)
     x, c = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(20, 16)).astype(np.float32)

@@ -267,10 +267,11 @@ def _empty_prone(n=96, d=8, k=12, far=3, seed=0):
 
 
 def _fdsl_published_kmeans(monkeypatch, x, init, niter, world_id):
-    from fdsl.ssl import kmeans as km
+    from fdsl.ssl.kmeans import driver
 
-    monkeypatch.setattr(km, "initial_centroids", lambda *a, **k: init.copy())
-    return km.kmeans(x, init.shape[0], niter, seed=0, backend="torch", empty_rule="published", world_id=world_id)
+    monkeypatch.setattr(driver, "initial_centroids", lambda *a, **k: init.copy())
+    options = driver.KMeansOptions(niter=niter, seed=0, backend="torch", empty_rule="published", world_id=world_id)
+    return driver.kmeans(x, init.shape[0], options)
 
 
 def test_published_empty_rule_splits_one_donor_per_pass(monkeypatch):

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from fdsl.engine.distributed import DistInfo
 from fdsl.engine.features import HostCopies, extract
 from fdsl.errors import UserError
-from fdsl.ssl import kmeans as km
+from fdsl.ssl.kmeans import search
+from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
 
 
 def float64_nearest(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,11 +23,11 @@ def float64_nearest(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def test_gemm_search_matches_faiss_and_float64_over_chunks(monkeypatch, one_thread):
     rng = np.random.default_rng(3)
     x, c = rng.normal(size=(1000, 24)).astype(np.float32), rng.normal(size=(37, 24)).astype(np.float32)
-    monkeypatch.setattr(km, "CPU_CHUNK_BYTES", 4 * 37 * 300)  # 300 rows a chunk: 4 chunks, the last one short
+    monkeypatch.setattr(search, "CPU_CHUNK_BYTES", 4 * 37 * 300)  # 300 rows a chunk: 4 chunks, the last one short
     ref_d, ref_l = float64_nearest(x, c)
     for backend, threads in (("blas", 1), ("blas", 3), ("torch", 1), ("faiss", 1)):
         torch.set_num_threads(threads)  # 'blas': 3 workers over the 4 chunks
-        a = km.Assigner(backend, 24)
+        a = search.Assigner(backend, 24)
         a.set_centroids(c)
         d, labels = a.search(x)
         assert labels.dtype == np.int64 and np.array_equal(labels, ref_l), backend
@@ -39,7 +40,7 @@ def test_kmeans_torch_backend_gives_the_faiss_result(one_thread):
     rng = np.random.default_rng(4)
     centres = rng.normal(scale=4, size=(12, 8))
     x = (centres[rng.integers(0, 12, 3000)] + rng.normal(size=(3000, 8))).astype(np.float32)
-    results = {b: km.kmeans(x, 20, niter=6, seed=1, backend=b) for b in ("blas", "torch", "faiss")}
+    results = {b: kmeans(x, 20, KMeansOptions(niter=6, seed=1, backend=b)) for b in ("blas", "torch", "faiss")}
     ours, ref = results["blas"], results["faiss"]
     assert np.array_equal(results["torch"].labels, ref.labels)
     assert np.array_equal(ours.labels, ref.labels) and np.array_equal(ours.counts, ref.counts)
@@ -49,15 +50,15 @@ def test_kmeans_torch_backend_gives_the_faiss_result(one_thread):
 
 
 def test_cpu_k_means_needs_no_faiss(monkeypatch, one_thread):
-    monkeypatch.setattr(km, "faiss_module", lambda: None)
-    assert km.choose_backend("cpu") == km.choose_backend("cpu", use_faiss=False) == "blas"
+    monkeypatch.setattr(search, "faiss_module", lambda: None)
+    assert search.choose_backend("cpu") == search.choose_backend("cpu", use_faiss=False) == "blas"
     x = np.repeat(np.eye(4, dtype=np.float32), 10, 0)
-    res = km.kmeans(x, 4, niter=3)  # the default backend on a CPU
+    res = kmeans(x, 4, KMeansOptions(niter=3))  # the default backend on a CPU
     assert sorted(res.counts.tolist()) == [10, 10, 10, 10]
     with pytest.raises(UserError, match="'faiss' needs faiss; pip install faiss-cpu"):
-        km.Assigner("faiss", 4)
+        search.Assigner("faiss", 4)
     with pytest.raises(UserError, match="unknown k-means backend .gemm."):
-        km.Assigner("gemm", 4)
+        search.Assigner("gemm", 4)
 
 
 def fake_faiss():
@@ -80,22 +81,22 @@ def fake_faiss():
 
 def test_one_faiss_gpu_resource_per_process(monkeypatch):
     module, made = fake_faiss()
-    monkeypatch.setattr(km, "faiss_module", lambda: module)
-    monkeypatch.setattr(km, "_gpu_resources", None)
-    assert km.choose_backend("cuda:0") == "faiss-gpu" and km.choose_backend("cuda:0", use_faiss=False) == "torch"
-    indexes = [km.Assigner("faiss-gpu", 16, torch.device("cuda", i % 2)).index for i in range(3)]
+    monkeypatch.setattr(search, "faiss_module", lambda: module)
+    monkeypatch.setattr(search, "_gpu_resources", None)
+    assert search.choose_backend("cuda:0") == "faiss-gpu" and search.choose_backend("cuda:0", use_faiss=False) == "torch"
+    indexes = [search.Assigner("faiss-gpu", 16, torch.device("cuda", i % 2)).index for i in range(3)]
     assert len(made) == 1 and all(ix.resources is made[0] for ix in indexes)
     assert [ix.device for ix in indexes] == [0, 1, 0]
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and km.faiss_has_gpu()), reason="needs CUDA and faiss-gpu")
+@pytest.mark.skipif(not (torch.cuda.is_available() and search.faiss_has_gpu()), reason="needs CUDA and faiss-gpu")
 def test_faiss_gpu_k_means_reuses_its_resource_and_matches_the_cpu():
     x = np.random.default_rng(5).normal(size=(2000, 16)).astype(np.float32)
-    first = km.kmeans(x, 10, niter=4, backend="faiss-gpu", device="cuda")
-    resources = km.gpu_resources()
-    again = km.kmeans(x, 10, niter=4, backend="faiss-gpu", device="cuda")
-    assert km.gpu_resources() is resources and np.array_equal(first.labels, again.labels)
-    assert np.array_equal(first.labels, km.kmeans(x, 10, niter=4, backend="blas").labels)
+    first = kmeans(x, 10, KMeansOptions(niter=4, backend="faiss-gpu", device="cuda"))
+    resources = search.gpu_resources()
+    again = kmeans(x, 10, KMeansOptions(niter=4, backend="faiss-gpu", device="cuda"))
+    assert search.gpu_resources() is resources and np.array_equal(first.labels, again.labels)
+    assert np.array_equal(first.labels, kmeans(x, 10, KMeansOptions(niter=4, backend="blas")).labels)
 
 
 def test_host_copies_reuse_two_buffers_and_keep_every_row():

@@ -1,7 +1,7 @@
-"""The published pretrain.py / finetune.py flag table (spec training.md 1.2, 3.1) plus fdsl's additions.
+"""The published pretrain.py / finetune.py flag table plus fdsl's additions.
 
-Names, types and defaults follow the published parsers; where the published behaviour is a defect
-(spec section 5) the fix is noted next to the flag and in docs/training.md.
+Names, types and defaults follow the published parsers; where the published behaviour is a defect the fix is
+noted next to the flag and in docs/training.md ("Published defects fixed", D1-D23).
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import os
 import yaml
 
 from fdsl.cli import timm_flags
+from fdsl.cli.common import Parser
 from fdsl.errors import UserError
 
-# Spellings the published READMEs use that their parser rejected (D3); both are accepted here.
+# Spellings the published READMEs use that their parser rejected (docs/training.md, D3); both are accepted.
 ALIASES = {"--interval_saved_epochs": "--interval-saved-epochs", "--dataset-size": "--dataset_size"}
 
 
@@ -194,13 +195,13 @@ def _add_fdsl(p: argparse.ArgumentParser, finetune: bool) -> None:
                             "e.g. iterations=50000 draw_type=point_gray")
 
 
-def build_parser(kind: str, usage: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    """The parser; `usage` and `description` (its examples, printed first by --help) come from cli.pretrain and
-    cli.finetune."""
+def build_parser(kind: str, usage: str | None = None, description: str | None = None) -> Parser:
+    """The parser (a bad flag is one line, as for every command); `usage` and `description` (its examples,
+    printed first by --help) come from cli.pretrain and cli.finetune."""
     finetune = kind == "finetune"
-    p = argparse.ArgumentParser(prog=f"fdsl {kind}", usage=usage,
-                                description=description or f"{kind} a timm model (published {kind}.py flags)",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=f"fdsl {kind}", usage=usage,
+               description=description or f"{kind} a timm model (published {kind}.py flags)",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_dataset_model(p, finetune)
     _add_optimizer_schedule(p)
     _add_augmentation(p)
@@ -229,7 +230,6 @@ def load_config(parser: argparse.ArgumentParser, path: str) -> dict:
     out = {}
     for key, value in recipe.items():
         dest = str(key).lstrip("-").replace("-", "_")
-        dest = {"interval_saved_epochs": "interval_saved_epochs"}.get(dest, dest)
         if dest not in valid:
             near = difflib.get_close_matches(dest, sorted(valid), n=3)
             raise UserError(f"--config {path}: unknown key {key!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))

@@ -18,9 +18,9 @@ from fdsl.cli.eval_common import (
     add_launcher_flags,
     add_run_flags,
     bool_flag,
-    plain,
     run_distributed,
 )
+from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.loop import amp_setup
 from fdsl.errors import UserError
 
@@ -185,7 +185,7 @@ def _run(args, info) -> None:
                 f"{layout.super_classes} super-classes, reassignment every {args.reassignment} epoch(s), "
                 f"{epoch_size} images/epoch, batch/process={args.batch_size}")
     cfg = fit.RunConfig(
-        run_dir=args.dump_path, arch=f"deepercluster-{args.arch}", args=plain(args), seed=args.seed,
+        run_dir=args.dump_path, arch=f"deepercluster-{args.arch}", args=plain_args(args), seed=args.seed,
         epochs=args.nepochs, start_epoch=args.epoch or None, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, held_interval=args.checkpoint_freq,
         log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler, sync_bn=args.sync_bn,

@@ -58,8 +58,3 @@ def add_run_flags(p: argparse.ArgumentParser, log_interval: int = 100) -> None:
     g.add_argument("--project_name", default="fdsl")
     g.add_argument("--group_name", default=None)
     g.add_argument("--entity_name", default="YOUR_WANDB_ENV")
-
-
-def plain(args) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}

@@ -18,9 +18,9 @@ from fdsl.cli.eval_common import (
     add_launcher_flags,
     add_run_flags,
     bool_flag,
-    plain,
     run_distributed,
 )
+from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.loop import amp_setup
 from fdsl.errors import UserError
 
@@ -159,7 +159,7 @@ def _run(args, info) -> None:
                 f"{'labels (mAP)' if multilabel else 'classes (top-1)'}, {len(train_set)} train / {len(val_set)} "
                 f"val images, batch/process={args.batch_size}")
     cfg = fit.RunConfig(
-        run_dir=args.dump_path, arch=f"linear-probe-{args.arch}-conv{args.conv}", args=plain(args), seed=args.seed,
+        run_dir=args.dump_path, arch=f"linear-probe-{args.arch}-conv{args.conv}", args=plain_args(args), seed=args.seed,
         epochs=args.nepochs, start_epoch=args.epoch or None, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, checkpoint_hist=1,
         higher_is_better=True, log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler,

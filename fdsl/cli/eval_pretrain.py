@@ -22,9 +22,9 @@ from fdsl.cli.eval_common import (
     add_launcher_flags,
     add_run_flags,
     bool_flag,
-    plain,
     run_distributed,
 )
+from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.loop import amp_setup
 from fdsl.errors import UserError
 
@@ -143,7 +143,7 @@ def _run(args, info) -> None:
                 f"{args.pretrained or 'random init'}, {len(train_set.classes)} classes, {len(train_set)} train / "
                 f"{len(val_set)} val images, batch/process={args.batch_size}")
     cfg = fit.RunConfig(
-        run_dir=args.dump_path, arch="vgg16-classifier", args=plain(args), seed=args.seed, epochs=args.nepochs,
+        run_dir=args.dump_path, arch="vgg16-classifier", args=plain_args(args), seed=args.seed, epochs=args.nepochs,
         start_epoch=args.epoch or None, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, held_interval=args.checkpoint_freq,
         higher_is_better=True, log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler,

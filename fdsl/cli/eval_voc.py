@@ -18,9 +18,9 @@ from fdsl.cli.eval_common import (
     add_launcher_flags,
     add_run_flags,
     bool_flag,
-    plain,
     run_distributed,
 )
+from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.loop import amp_setup
 from fdsl.engine.method import Classification
 from fdsl.errors import UserError
@@ -112,7 +112,7 @@ def _run(args, info) -> None:
                 f"VOC2007 {args.split} ({len(train_set)} images), test on {test_split} ({len(test_set)}), "
                 f"{args.nit} iterations, batch/process={args.batch_size}")
     cfg = fit.RunConfig(
-        run_dir=args.dump_path, arch=f"voc-vgg16-{'fc6_8' if args.fc6_8 else 'all'}", args=plain(args),
+        run_dir=args.dump_path, arch=f"voc-vgg16-{'fc6_8' if args.fc6_8 else 'all'}", args=plain_args(args),
         seed=args.seed, epochs=1, max_updates=args.nit, resume=args.resume, pause_epochs=args.pause,
         pause_updates=args.pause_updates, save_every_updates=args.save_every, checkpoint_hist=1,
         log_interval=args.log_interval, amp_dtype=amp_dtype, scaler=scaler, clip_grad=10.0,

@@ -1,6 +1,7 @@
-"""Checkpoints (spec 1.19): the published file names and dict keys, written atomically by rank 0.
+"""Checkpoints: the published file names and dict keys (timm's CheckpointSaver), written atomically by rank 0.
 
-Differences from the published CheckpointSaver, all fixes of D10/D11: `args` is a plain dict so fdsl's files
+Differences from the published CheckpointSaver, all fixes of D10/D11 (docs/training.md, "Published defects
+fixed"): `args` is a plain dict (plain_args) so fdsl's files
 load with torch.load(weights_only=True); the saver's top-N list and best metric are stored in the file and
 restored on resume; held copies do not depend on the top-N list; an existing run dir is overwritten in place
 (os.replace) instead of failing on a hard link.
@@ -17,6 +18,12 @@ from fdsl.engine import released
 from fdsl.errors import UserError
 
 VERSION = 2
+
+
+def plain_args(args) -> dict:
+    """A run's flags as a dict of plain values: loads with torch.load(weights_only=True) and dumps as YAML."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
 
 
 def save_atomic(obj, path: str) -> None:
@@ -118,7 +125,7 @@ def _resize_pos_embed(model, sd: dict) -> None:
 
 
 def load_pretrained(model, path: str, arch: str, log=print) -> None:
-    """Initialise `model` from a checkpoint for fine-tuning (spec 3.2, D15 fixed): any layout of
+    """Initialise `model` from a checkpoint for fine-tuning (D15 of docs/training.md fixed): any layout of
     fdsl.engine.released (fdsl, timm, the papers' files, SSL backbones, an `fdsl export` directory); the head
     is dropped only when its shape differs, pos_embed is bicubic-resized, missing/unexpected keys are printed,
     and a file from another architecture is one clear error."""

@@ -1,7 +1,9 @@
-"""Process-group setup from any launcher: OpenMPI, torchrun, PMI or SLURM (spec 1.5, defects D5/D6 fixed).
+"""Process-group setup from any launcher: OpenMPI, torchrun, PMI or SLURM, and the collectives on it.
 
 The published trainers read only OMPI_COMM_WORLD_*; here fdsl.launch finds the rank (the first launcher
-whose variables are set wins), and under mpirun without MASTER_ADDR rank 0's address comes through mpi4py.
+whose variables are set wins), and under mpirun without MASTER_ADDR rank 0's address comes through mpi4py
+(docs/training.md, "Distributed"). The collectives return new tensors on the caller's device: a CPU tensor
+goes through this rank's GPU under NCCL, which reduces device tensors only.
 """
 from __future__ import annotations
 
@@ -89,19 +91,35 @@ def _init_group(backend: str, info: DistInfo, addr: str, port: str, timeout_s: f
     )
 
 
-def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.distributed:
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= info.world_size
-    return values
+def _through_backend(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A copy of values on the device the backend reduces on (NCCL: info.device; gloo: where it is)."""
+    if dist.get_backend() == "nccl":
+        return values.to(info.device, copy=True)
+    return values.clone()
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.distributed:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
+    if not info.distributed:
+        return values
+    reduced = _through_backend(values, info)
+    dist.all_reduce(reduced)
+    return reduced.to(values.device)
+
+
+def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.distributed:
+        return values
+    return all_reduce_sum(values, info) / info.world_size
+
+
+def all_gather_rows(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """[world_size, *values.shape]: every rank's values, in rank order (the same shape on every rank)."""
+    if not info.distributed:
+        return values[None]
+    src = _through_backend(values, info)
+    out = [torch.empty_like(src) for _ in range(info.world_size)]
+    dist.all_gather(out, src)
+    return torch.stack(out).to(values.device)
 
 
 def barrier(info: DistInfo) -> None:

@@ -260,9 +260,8 @@ class Run:
         self.method.before_epoch(epoch, self.ctx)
         skip = self.start_step if epoch == self.start_epoch else 0
         skip_batches(self.loader, skip, self.info)
-        if skip and self.rngs is not None:
-            self.ctx.extra["restore_rng"] = self.rngs[self.info.rank]
-        result = train_one_epoch(self.method, self.model, ResumeRng(self.loader, self.ctx.extra), self.optimizer,
+        resumed_rng = self.rngs[self.info.rank] if skip and self.rngs is not None else None
+        result = train_one_epoch(self.method, self.model, ResumeRng(self.loader, resumed_rng), self.optimizer,
                                  self.sched, self.ctx, epoch, skip)
         report_bad_files(self.data, self.info, epoch)
         return result

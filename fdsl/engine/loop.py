@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,6 @@ class LoopContext:
     on_update: object = None  # callback(epoch, step_in_epoch, num_updates) -> bool (True: stop now)
     save_images_dir: str | None = None  # --save-images: rank 0 writes train-batch-<idx>.jpg at log steps
     epochs: int = 1
-    extra: dict = field(default_factory=dict)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -93,7 +92,7 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     timer = StepTimer()
-    ctx.extra["last_logged"] = start_step - 1
+    last_logged = start_step - 1  # the step of the previous log line; the speed is over the steps since
     stopped = False
     step = start_step
     optimizer.zero_grad(set_to_none=True)
@@ -116,7 +115,9 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
         if ctx.ema is not None:
             ctx.ema.update(method.module)
         if step % ctx.log_interval < ctx.accum_steps or step == steps - 1:
-            _log_step(ctx, epoch, step, steps, sums, seen, optimizer, out.batch_size, timer, num_updates)
+            _log_step(ctx, epoch, step, steps, sums, seen, optimizer, out.batch_size, timer, step - last_logged,
+                      num_updates)
+            last_logged = step
             if ctx.save_images_dir and info.is_main and isinstance(batch, (tuple, list)):
                 _save_batch(batch[0], ctx.save_images_dir, step)
         schedule.after_update(num_updates)
@@ -134,6 +135,18 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
         raise NonFiniteLoss(f"train loss is {result['loss']} in epoch {epoch}")
     result.update(steps=step + 1 if seen else start_step, stopped=stopped)
     return result
+
+
+def one_update(method: Method, model, batch, optimizer, ctx: LoopContext) -> None:
+    """One optimiser step of train_one_epoch between two log steps, where the loop reads nothing back from the
+    device (no accumulation, no log): the step the device-sync audits run (tests/test_device_paths.py,
+    bench/gpucheck/checks.py)."""
+    batch = to_device(batch, ctx)
+    out = method.training_step(model, batch, ctx)
+    _backward(out.loss, ctx)
+    _accumulate({}, out)
+    _optimizer_step(model, optimizer, ctx)
+    method.after_update(1, ctx)
 
 
 def _backward(loss: torch.Tensor, ctx: LoopContext) -> None:
@@ -163,7 +176,9 @@ def _accumulate(sums: dict, out) -> None:
         sums[key] = sums[key] + value if key in sums else value.clone()
 
 
-def _log_step(ctx, epoch, step, steps, sums, seen, optimizer, batch_size, timer, num_updates) -> None:
+def _log_step(ctx, epoch, step, steps, sums, seen, optimizer, batch_size, timer, intervals, num_updates) -> None:
+    """The log line of `step`: means over the epoch so far, and the speed over the `intervals` steps that
+    the timer's lap covers (since the previous log line)."""
     info = ctx.info
     keys = sorted(sums)
     values = distributed.all_reduce_mean(torch.stack([sums[k] / seen for k in keys]), info).tolist()
@@ -172,9 +187,7 @@ def _log_step(ctx, epoch, step, steps, sums, seen, optimizer, batch_size, timer,
         raise NonFiniteLoss(f"loss is {means['loss']} at epoch {epoch} step {step}")
     if not info.is_main:
         return
-    intervals = max(1, step - ctx.extra.get("last_logged", -1))
-    ctx.extra["last_logged"] = step
-    per_step = timer.lap() / intervals
+    per_step = timer.lap() / max(1, intervals)
     lr = max(g["lr"] for g in optimizer.param_groups)
     remaining = (steps - step - 1) + (ctx.epochs - epoch - 1) * steps
     if ctx.max_updates is not None:

@@ -49,18 +49,19 @@ def all_rng_states(info) -> list | None:
 
 class ResumeRng:
     """The loader, whose iterator is created first and then the resumed RNG state applied: creating the
-    iterator draws from the generators exactly as in the run that was interrupted."""
+    iterator draws from the generators exactly as in the run that was interrupted. `state` (a rank's
+    rng_state(), or None) is applied once, at the first iterator."""
 
-    def __init__(self, loader, pending: dict):
+    def __init__(self, loader, state: dict | None = None):
         self.loader = loader
-        self.pending = pending  # {"restore_rng": state} until the next iterator is made
+        self.state = state
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
         iterator = iter(self.loader)
-        state = self.pending.pop("restore_rng", None)
+        state, self.state = self.state, None
         if state is not None:
             set_rng_state(state)
         yield from iterator

@@ -32,12 +32,6 @@ def run_dir_of(args) -> str:
     return os.path.join(args.output, args.experiment)
 
 
-def plain_args(args) -> dict:
-    """args as a dict of plain values: loads with torch.load(weights_only=True) and dumps as YAML."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
-
-
 def build_optimizer(args, model):
     kwargs = {}
     if args.opt_eps is not None:
@@ -78,7 +72,7 @@ def run(args) -> int:
 
 def run_config(args, run_dir: str, finetune: bool, scaler, amp_dtype, describe: str) -> fit.RunConfig:
     return fit.RunConfig(
-        run_dir=run_dir, arch=args.model, args=plain_args(args), seed=args.seed,
+        run_dir=run_dir, arch=args.model, args=checkpoint.plain_args(args), seed=args.seed,
         epochs=args.epochs + args.cooldown_epochs, start_epoch=args.start_epoch, resume=args.resume,
         resume_optimizer=not args.no_resume_opt, pause_epochs=args.pause,
         pause_updates=getattr(args, "pause_updates", None), recovery_interval=args.recovery_interval,

@@ -23,7 +23,7 @@ from fdsl.engine.distributed import barrier
 from fdsl.engine.features import extract, gather_in_order
 from fdsl.errors import UserError
 from fdsl.ssl.hierarchy import two_level
-from fdsl.ssl.kmeans import choose_backend
+from fdsl.ssl.kmeans.search import choose_backend
 from fdsl.ssl.pca import fit_pca
 
 GiB = float(1 << 30)
@@ -40,7 +40,7 @@ class RoundConfig:
     workers: int = 4
     seed: int = 0
     use_faiss: bool = True
-    empty_rule: str = "published"  # k-means empty clusters: "published" or "split" (fdsl.ssl.kmeans)
+    empty_rule: str = "published"  # k-means empty clusters: "published" or "split" (fdsl.ssl.kmeans.empty)
 
     @property
     def k_sub(self) -> int:

@@ -1,5 +1,6 @@
-"""DeeperCluster's two-level clustering (spec ssl.md A.5): nsc super-clusters over all images, then k / nsc
-sub-clusters inside each super-cluster. DeepCluster is nsc = 1 (level 1 is trivial); RotNet is k = 1.
+"""DeeperCluster's two-level clustering (docs/ssl.md, "What one run does"): nsc super-clusters over all
+images, then k / nsc sub-clusters inside each super-cluster. DeepCluster is nsc = 1 (level 1 is trivial);
+RotNet is k = 1.
 
 Every rank holds the features of its own images; both levels run over all ranks with the distributed k-means,
 the sub-levels one super-cluster after the other. So any world size works (the published layout gave each
@@ -7,11 +8,12 @@ super-cluster its own group of GPUs and required world_size % super_classes == 0
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fdsl.ssl.kmeans import kmeans, strided_ids
+from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
+from fdsl.ssl.kmeans.ids import strided_ids
 
 
 @dataclass
@@ -36,8 +38,8 @@ def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 
     sub-cluster at least one. empty_rule "published" seeds the empty-cluster picks as published: 0 for the
     super-clusters, c for the sub-clusters of super-cluster c."""
     ids = strided_ids(x.shape[0], info)
-    top = kmeans(x, nsc, niter, seed, info, min_size=k_sub, backend=backend, device=device, ids=ids, log=log,
-                 empty_rule=empty_rule, world_id=0)
+    opts = KMeansOptions(niter=niter, backend=backend, device=device, empty_rule=empty_rule, log=log)
+    top = kmeans(x, nsc, replace(opts, seed=seed, min_size=k_sub, world_id=0), info, ids)
     sub_labels = np.zeros(x.shape[0], np.int64)
     sub_centroids = np.zeros((nsc, k_sub, x.shape[1]), np.float32)
     sub_counts = np.zeros((nsc, k_sub), np.int64)
@@ -45,8 +47,7 @@ def two_level(x: np.ndarray, nsc: int, k_sub: int, niter: int = 10, seed: int = 
     for c in range(nsc):
         mask = top.labels == c
         part, part_ids = (x, ids) if nsc == 1 else (x[mask], ids[mask])
-        res = kmeans(part, k_sub, niter, seed * 1000 + c + 1, info, backend=backend, device=device, ids=part_ids,
-                     log=log, empty_rule=empty_rule, world_id=c)
+        res = kmeans(part, k_sub, replace(opts, seed=seed * 1000 + c + 1, world_id=c), info, part_ids)
         sub_labels[mask] = res.labels
         sub_centroids[c] = res.centroids
         sub_counts[c] = res.counts

@@ -20,9 +20,9 @@ import time
 import torch
 
 from fdsl.engine import distributed, schedule
+from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.fit import RunConfig, fit, seed_epoch
 from fdsl.engine.logging import print0
-from fdsl.engine.trainer import plain_args
 from fdsl.errors import UserError
 from fdsl.ssl import backbone as bb
 from fdsl.ssl.hpt.records import append_jsonl

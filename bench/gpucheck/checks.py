@@ -1,4 +1,4 @@
-"""The steps of fdsl.gpucheck that are fdsl's own: ``python3 -m fdsl.gpucheck_steps NAME --device cuda [sizes]``.
+"""The steps of the GPU check that are fdsl's own: ``python3 -m bench.gpucheck.checks NAME --device cuda [sizes]``.
 
 Each prints one ``GPUCHECK {"result": ..., "figure": ...}`` line and exits 0 on pass or n/a, 1 on fail. The
 defaults are the GPU sizes; the dry run passes ``--device cpu`` and toy sizes, nothing else.
@@ -62,19 +62,6 @@ def check_device(o) -> tuple[str, str]:
 
 
 # -- render -> augment -> train step ------------------------------------------------------------------------------
-def one_update(method, model, batch, optimizer, ctx) -> None:
-    """One optimiser step of the engine loop (fdsl.engine.loop.train_one_epoch) between two log steps, where the
-    loop reads nothing back from the device."""
-    from fdsl.engine.loop import _accumulate, _backward, _optimizer_step, to_device
-
-    batch = to_device(batch, ctx)
-    out = method.training_step(model, batch, ctx)
-    _backward(out.loss, ctx)
-    _accumulate({}, out)
-    _optimizer_step(model, optimizer, ctx)
-    method.after_update(1, ctx)
-
-
 def training_setup(device: torch.device, size: int, batch: int, amp: bool):
     """(device batch source with the recipe's augmentation, DeiT-Tiny, its optimiser, the loop's context)."""
     import timm
@@ -101,6 +88,8 @@ def training_setup(device: torch.device, size: int, batch: int, amp: bool):
 def check_sync(o) -> tuple[str, str]:
     """On CUDA: the same image twice for one seed, then render -> augment -> train step under the sync debug
     mode "error". On a CPU: the same on the CPU, and the audit on the meta device (a host read raises there)."""
+    from fdsl.engine.loop import one_update
+
     device = device_of(o.device)
     source, method, model, optimizer, ctx = training_setup(device, o.size, o.batch, amp=device.type == "cuda")
     first, again = source.batch(0, 0)[0], source.batch(0, 0)[0]
@@ -126,7 +115,7 @@ def check_sync(o) -> tuple[str, str]:
 
 def check_fp16(o) -> tuple[str, str]:
     from fdsl.engine.distributed import DistInfo
-    from fdsl.engine.loop import amp_setup
+    from fdsl.engine.loop import amp_setup, one_update
 
     device = device_of(o.device)
     source, method, model, optimizer, ctx = training_setup(device, o.size, o.batch, amp=False)
@@ -189,7 +178,8 @@ def check_ddp(o) -> tuple[str, str]:
 def check_kmeans(o) -> tuple[str, str]:
     import numpy as np
 
-    from fdsl.ssl import kmeans as km
+    from fdsl.ssl.kmeans.driver import KMeansOptions, kmeans
+    from fdsl.ssl.kmeans.search import faiss_has_gpu, faiss_module
 
     device = device_of(o.device)
     n, d, k = o.points, 256 if device.type == "cuda" else 32, 1000 if device.type == "cuda" else 10
@@ -199,13 +189,12 @@ def check_kmeans(o) -> tuple[str, str]:
     faiss = "faiss-gpu" if device.type == "cuda" else "faiss"
     rows, ok = [], True
     for backend in ("torch", faiss):
-        if backend.startswith("faiss") and (km.faiss_module() is None or backend == "faiss-gpu"
-                                            and not km.faiss_has_gpu()):
+        if backend.startswith("faiss") and (faiss_module() is None or backend == "faiss-gpu" and not faiss_has_gpu()):
             rows.append(f"{backend} n/a (not installed here; the torch backend stands in)")
             continue
         start = time.perf_counter()
         try:
-            result = km.kmeans(x, k, niter=10, seed=0, backend=backend, device=device)
+            result = kmeans(x, k, KMeansOptions(niter=10, seed=0, backend=backend, device=device))
         except Exception as err:  # noqa: BLE001 - the row says what failed
             rows.append(f"{backend}: {type(err).__name__}: {str(err).splitlines()[0][:60]}")
             ok = False
@@ -253,7 +242,7 @@ CHECKS = {"device": check_device, "sync": check_sync, "fp16": check_fp16, "ddp":
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m fdsl.gpucheck_steps", description=__doc__)
+    p = argparse.ArgumentParser(prog="python3 -m bench.gpucheck.checks", description=__doc__)
     p.add_argument("name", choices=sorted(CHECKS))
     p.add_argument("--device", default="cuda")
     p.add_argument("--size", type=int, default=224, help="image side")

@@ -1,8 +1,8 @@
 """The first minutes on a GPU: every CUDA path of fdsl once, in priority order, in at most 7 minutes.
 
     bash bench/gpu_check.sh --wheels .whl     # on the GPU machine: install the travelling wheels, then run
-    python3 -m fdsl.gpucheck --dry-run        # on a CPU: the same command lines, device and sizes swapped
-    python3 -m fdsl.gpucheck --list           # the steps and their time caps (they sum to at most 420 s)
+    bash bench/gpu_check.sh --dry-run         # on a CPU: the same command lines, device and sizes swapped
+    bash bench/gpu_check.sh --list            # the steps and their time caps (they sum to at most 420 s)
 
 Each step runs in its own process under its own time limit (a hung or crashed step costs its cap, never the
 rest), and is one row of the table printed at the end: what it checks, the figure it measured, and pass,
@@ -11,7 +11,7 @@ report (--json). A step whose cap would overrun the budget is skipped.
 
 The dry run runs every step's GPU command line with only the device and the sizes swapped (``Step.dry``), so
 a flag the GPU line gets wrong fails on the CPU too. Steps of fdsl's own (device, sync, fp16, ddp, kmeans,
-loader; fdsl.gpucheck_steps) end with one ``GPUCHECK {json}`` line; the others call the project's benchmark
+loader; bench/gpucheck/checks.py) end with one ``GPUCHECK {json}`` line; the others call the project's benchmark
 scripts and pytest, whose return code decides pass or fail and whose last lines are kept.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 BUDGET_S = 420  # 7 minutes of one GPU, CUDA contexts and compiles included: room to rerun a step in 15
 DRY_SLOWDOWN = 4  # a dry run's caps and budget: toy sizes, but a 2-core CPU and cold imports and compiles
 MARK = "GPUCHECK "
@@ -72,9 +72,9 @@ DEVICE_FLAGS = ("--device", "--synthetic-device")
 
 
 def inner(name: str, gpu: dict[str, str], dry: dict[str, str]) -> dict:
-    """A step of fdsl.gpucheck_steps: its GPU command line (sizes ``gpu``), and its sizes in a dry run."""
+    """A step of bench/gpucheck/checks.py: its GPU command line (sizes ``gpu``), and its sizes in a dry run."""
     flags = [item for key, value in gpu.items() for item in (f"--{key}", value)]
-    return {"gpu": ["-m", "fdsl.gpucheck_steps", name, "--device", "cuda", *flags],
+    return {"gpu": ["-m", "bench.gpucheck.checks", name, "--device", "cuda", *flags],
             "dry": {f"--{key}": [value] for key, value in dry.items()}}
 
 
@@ -205,7 +205,7 @@ def passed(row: dict) -> bool:
 
 
 def options(argv=None):
-    p = argparse.ArgumentParser(prog="python3 -m fdsl.gpucheck", description=__doc__,
+    p = argparse.ArgumentParser(prog="bash bench/gpu_check.sh", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="every step's GPU command on the CPU at toy sizes")
     p.add_argument("--only", nargs="+", choices=[s.name for s in STEPS], help="run these steps only")
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("gpucheck: no CUDA GPU visible; on a CPU run `python3 -m fdsl.gpucheck --dry-run`", file=sys.stderr)
+            print("gpucheck: no CUDA GPU visible; on a CPU run `bash bench/gpu_check.sh --dry-run`", file=sys.stderr)
             return 2
     budget = o.budget or BUDGET_S * (DRY_SLOWDOWN if o.dry_run else 1)
     started, rows = time.perf_counter(), []
