@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fdsl.data.images import ResizedCrop, crop_params
+from fdsl.data.seeds import derive_seed
 from fdsl.errors import UserError
 from fdsl.render.gpu import device_generator, to_device
 
@@ -334,10 +335,6 @@ def collate_folder_input(samples):
     return (torch.stack(images), np.stack(boxes)), torch.as_tensor(targets)
 
 
-def seed_of(*keys: int) -> int:
-    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class DeviceAugment:
     """The training step's half of --gpu-augment: ``(uint8 images on the device, host boxes)`` -> normalised
     float batch. Batch ``step`` of ``epoch`` on ``rank`` draws from generators seeded by exactly that, so a
@@ -362,8 +359,8 @@ class DeviceAugment:
         images, boxes = batch
         key = (self.seed, self.rank, self.epoch, self.step)
         self.step += 1
-        host = torch.Generator().manual_seed(seed_of(*key, 0))
-        on_device = device_generator(images.device, seed_of(*key, 1))
+        host = torch.Generator().manual_seed(derive_seed(*key, 0))
+        on_device = device_generator(images.device, derive_seed(*key, 1))
         channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
         augment = self.batch_augment
         with torch.no_grad():

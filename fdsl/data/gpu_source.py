@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from fdsl.data import registry, start_method
 from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
+from fdsl.data.seeds import derive_seed
 from fdsl.errors import UserError
 from fdsl.render import gpu_contour, gpu_ifs, ifs3d
 from fdsl.render.gpu import device_generator, to_device
@@ -195,10 +196,6 @@ def create_batches(db, device, workers: int = 1, progress: bool = True) -> Devic
 
 
 # -- the training source -------------------------------------------------------------------------------------
-def _seed(*keys: int) -> int:
-    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class DeviceBatchSource:
     """The loop's loader: ``len()`` batches per epoch per rank, ``set_epoch``, ``skip`` and iteration over
     ``(images, targets)`` already on the device (images normalised by the recipe's augmentation)."""
@@ -237,7 +234,7 @@ class DeviceBatchSource:
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices of the epoch, in order (host LongTensor of ``per_rank``)."""
         if self._order is None or self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(_seed(self.seed, self.batches.db.seed, epoch))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.batches.db.seed, epoch))
             permutation = torch.randperm(self.samples_per_epoch, generator=generator)
             position = self.rank + self.world_size * torch.arange(self.per_rank)
             if self.repeated_aug:  # each index 3 times in a row, dealt round-robin (RASampler)
@@ -251,8 +248,8 @@ class DeviceBatchSource:
         return self.render(index % self.num_classes, index // self.num_classes, (epoch, self.rank, step))
 
     def render(self, classes: torch.Tensor, instances: torch.Tensor, key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        host = torch.Generator().manual_seed(_seed(self.seed, self.batches.db.seed, *key, 0))
-        device = device_generator(self.device, _seed(self.seed, self.batches.db.seed, *key, 1))
+        host = torch.Generator().manual_seed(derive_seed(self.seed, self.batches.db.seed, *key, 0))
+        device = device_generator(self.device, derive_seed(self.seed, self.batches.db.seed, *key, 1))
         with torch.no_grad():
             raw = self.batches.render(classes, instances, host, device)
             images = self.augment(raw, host, device) if self.augment else raw.float() / 255.0
