@@ -16,5 +16,6 @@ with the torch renderers (fdsl.render.gpu_*), augments it per sample (fdsl.data.
   augmentation generators are seeded from exactly that (fdsl.data.seeds), so a resumed run (``skip``) sees
   the same images. ``create_device_source`` builds it from ``DeviceSourceOptions``.
 - ``memory.py``: whether a batch fits in device memory, and the largest that does.
-- ``options.py``: the ``--synthetic*`` flags as ``DeviceSourceOptions`` (the command line's edge).
+- ``options.py``: the ``--synthetic*`` flags as ``DeviceSourceOptions`` (the command line's edge;
+  ``source.build_device_source(args, info)`` goes from the flags to the source).
 """

@@ -12,7 +12,7 @@ from fdsl.data import start_method
 
 class ClassParamsOf:
     """``(cls, db.class_params(cls))``: the pool's task, which carries its database to the worker (pickled
-    with the task, so a spawned worker needs no set-up)."""
+    with each chunk of tasks, so a worker needs no set-up and the pool no global)."""
 
     def __init__(self, db):
         self.db = db
@@ -39,9 +39,14 @@ def all_class_params(db, workers: int = 1, progress: bool = True) -> list:
                leave=False, delay=2.0)  # shown only when it takes a while (FractalDB and 3D searches)
     found = {}
     if workers > 1 and len(mine) > 1:
-        chunk = max(1, len(mine) // (8 * workers))
-        with pool_context().Pool(min(workers, len(mine))) as pool:
-            for cls, params in pool.imap_unordered(ClassParamsOf(db), mine, chunksize=chunk):
+        # the first class here: the tables the database caches on first use (CSV rows, a base system) then
+        # travel with every task instead of being rebuilt for each
+        first, rest = mine[0], mine[1:]
+        found[first] = db.class_params(first)
+        bar.update()
+        chunk = max(1, len(rest) // (8 * workers))
+        with pool_context().Pool(min(workers, len(rest))) as pool:
+            for cls, params in pool.imap_unordered(ClassParamsOf(db), rest, chunksize=chunk):
                 found[cls] = params
                 bar.update()
     else:
