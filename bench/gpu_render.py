@@ -27,8 +27,9 @@ import cv2
 import torch
 
 from fdsl.data import registry
-from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
-from fdsl.data.gpu_source import create_batches
+from fdsl.data.batch_augment.batch import BatchAugment
+from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
+from fdsl.data.device.batches import create_batches
 from fdsl.render import gpu_contour, gpu_ifs, gpu_probe
 
 DATABASES = ("fractaldb", "onepfrac", "ofdb2d", "rcdb", "visualatom", "exfractaldb")

@@ -33,7 +33,9 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from fdsl.data import cache, gpu_augment, png, registry, samplers, transforms
+from fdsl.data import cache, png, registry, samplers, transforms
+from fdsl.data.batch_augment.folder import DeviceAugment, FolderInput, collate_folder_input
+from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
 from fdsl.data.folder import ImageFolder
 
 DATABASES = {"rcdb": {"size": 512}, "visualatom": {"size": 512}, "fractaldb": {"size": 362},
@@ -95,22 +97,22 @@ def decode_part(files: dict[str, list[bytes]], repeats: int) -> None:
 def training_part(files: dict[str, list[bytes]], repeats: int) -> None:
     deit = create_transform(224, **DEIT)
     first = transforms.crop_first(deit)
-    spec = gpu_augment.AugmentSpec(size=(224, 224), interpolation="bicubic", re_prob=0.25,
-                                   randaugment=gpu_augment.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 224))
+    spec = AugmentSpec(size=(224, 224), interpolation="bicubic", re_prob=0.25,
+                       randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 224))
     print("2. CPU per training image, DeiT recipe @224 (ms)  timm CPU (before) | crop first | --gpu-augment "
           "worker | ratio | device half on CPU tensors")
     for name, datas in files.items():
         size = DATABASES[name]["size"]
-        worker = gpu_augment.FolderInput(size, spec)
+        worker = FolderInput(size, spec)
         random.seed(0)
         before = per_image_ms(lambda d: deit(pil_rgb(d)), datas, repeats)
         crop_first = per_image_ms(lambda d: first(read_bytes(d)), datas, repeats)
         gpu_worker = per_image_ms(lambda d, worker=worker: worker(read_bytes(d)), datas, repeats)
         samples = [(worker(read_bytes(d)), 0) for d in datas]
         start = time.process_time()
-        batch = gpu_augment.collate_folder_input(samples)
+        batch = collate_folder_input(samples)
         collate = (time.process_time() - start) / len(datas) * 1000
-        device = gpu_augment.DeviceAugment(spec, "cpu")
+        device = DeviceAugment(spec, "cpu")
         start = time.process_time()
         out = device(batch[0])
         device_ms = (time.process_time() - start) / len(datas) * 1000
@@ -183,9 +185,9 @@ def demo_part(o) -> None:
             if cached:
                 ds.cache = cache.for_folder([p for p, _ in ds.samples], "on", 2, log=lambda _: None)
             if gpu:
-                spec = gpu_augment.AugmentSpec.from_args(args, cfg)
-                ds.pixel_transform = gpu_augment.FolderInput(source_size(ds, spec.size), spec)
-                collate, augment = gpu_augment.collate_folder_input, gpu_augment.DeviceAugment(spec, "cpu")
+                spec = AugmentSpec.from_args(args, cfg)
+                ds.pixel_transform = FolderInput(source_size(ds, spec.size), spec)
+                collate, augment = collate_folder_input, DeviceAugment(spec, "cpu")
             elif "crop first" in label:
                 ds.pixel_transform = transforms.crop_first(ds.transform)
             else:  # the loader before: PIL open + convert("RGB") + timm's transform

@@ -11,7 +11,7 @@ pipeline (a folder of PNGs, the engine's training transform, N workers) in image
         --model-kwargs --batch-size 256 --amp --compile --channels-last --no-data   # as bench/gpu_check.sh runs it
 
 With --synthetic DB the same step is also timed on batches rendered and augmented on --synthetic-device inside
-the step (fdsl.data.gpu_source), against the pre-made random tensors: the issue's target is >= 0.9x.
+the step (fdsl.data.device), against the pre-made random tensors: the issue's target is >= 0.9x.
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ class FirstBatches:
 
 def synthetic_benchmark(o, args, model, opt):
     """(render + augmentation alone, the engine step fed by it) in images/s; one source, steps batches each."""
-    from fdsl.data.gpu_source import build_device_source
+    from fdsl.data.device.source import build_device_source
 
     device = torch.device(o.device)
     info = distributed.DistInfo(device=device)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from fdsl.data import gpu_source, onthefly, registry
-from fdsl.data.gpu_augment import AugmentSpec, BatchAugment
+from fdsl.data import onthefly, registry
+from fdsl.data.batch_augment.batch import BatchAugment
+from fdsl.data.batch_augment.spec import AugmentSpec
+from fdsl.data.device.batches import create_batches
+from fdsl.data.device.source import DeviceBatchSource
 from fdsl.errors import UserError
 
 __all__ = ["AugmentSpec", "BatchSource", "OnTheFlyDataset", "databases"]
@@ -61,7 +64,7 @@ class OnTheFlyDataset(onthefly.OnTheFlyDataset):
         self.warm_up()
 
 
-class BatchSource(gpu_source.DeviceBatchSource):
+class BatchSource(DeviceBatchSource):
     """Batches ``(images, classes)`` rendered on ``device`` by torch: ``len(source)`` batches per epoch, each a
     pure function of (seed, database seed, epoch, rank, step); iterate it as a loader.
 
@@ -87,7 +90,7 @@ class BatchSource(gpu_source.DeviceBatchSource):
                  progress: bool = False, **options):
         db = _database(database, num_classes, size, seed, options)
         rank, world_size = _share(rank, world_size)
-        batches = gpu_source.create_batches(db, torch.device(device), workers, progress)
+        batches = create_batches(db, torch.device(device), workers, progress)
         super().__init__(batches, db.num_classes, instances_per_class, batch_size, rank, world_size, seed)
         if len(self) == 0:
             raise UserError(f"batch_size {batch_size} is larger than the {self.per_rank} images per epoch of this "

@@ -10,8 +10,11 @@ import pytest
 import timm
 import torch
 
-from fdsl.data import gpu_augment as ga
-from fdsl.data import gpu_source, registry
+from fdsl.data import registry
+from fdsl.data.batch_augment.batch import BatchAugment
+from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
+from fdsl.data.device.batches import create_batches
+from fdsl.data.device.source import DeviceBatchSource
 from fdsl.engine.distributed import DistInfo
 from fdsl.engine.loop import LoopContext, one_update  # one_update: the loop's step between two log steps
 from fdsl.engine.method import Classification
@@ -24,15 +27,15 @@ from fdsl.ssl.optim import build_optimizer
 META = torch.device("meta")
 DATABASES = ["fractaldb", "ofdb2d", "onepfrac", "rcdb", "visualatom", "exfractaldb", "mvfractaldb", "ofdb3d"]
 # the recipe's whole augmentation: RandAugment (colour and geometric ops), colour jitter, random erasing
-SPEC = ga.AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
-                      randaugment=ga.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 16))
+SPEC = AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
+                   randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 16))
 
 
 def render_on(device, name: str, count: int = 4) -> torch.Tensor:
     small = {"iterations": 2000} if name in ("fractaldb", "ofdb2d", "onepfrac") else {}
     small.update({"points": 2000} if name in ("exfractaldb", "mvfractaldb", "ofdb3d") else {})
     db = registry.create(name, classes=2, size=16, seed=0, **small)
-    batches = gpu_source.create_batches(db, device, progress=False)
+    batches = create_batches(db, device, progress=False)
     classes = torch.arange(count) % 2
     return batches.render(classes, classes, torch.Generator().manual_seed(0), device_generator(device, 1))
 
@@ -46,7 +49,7 @@ def test_every_device_renderer_stays_on_the_device(name):
 def test_the_augmentation_tables_follow_the_images_device():
     """A BatchAugment made without a device (bench/gpu_render.py, tests) augments batches on any device;
     the default used to be the CPU, and device batches then met CPU normalisation tables."""
-    augment = ga.BatchAugment(SPEC)
+    augment = BatchAugment(SPEC)
     images = render_on(META, "rcdb")
     out = augment(images, torch.Generator().manual_seed(0), device_generator(META, 1))
     assert out.device == META and out.shape == (4, 3, 16, 16) and augment.mean.device == META
@@ -57,9 +60,9 @@ def test_the_augmentation_tables_follow_the_images_device():
 
 def test_render_augment_and_the_engine_train_step_on_a_device():
     source_db = registry.create("fractaldb", classes=2, size=16, seed=0, iterations=2000)
-    batches = gpu_source.create_batches(source_db, META, progress=False)
-    source = gpu_source.DeviceBatchSource(batches, 2, 4, batch_size=4, seed=0)
-    source.augment = ga.BatchAugment(SPEC)
+    batches = create_batches(source_db, META, progress=False)
+    source = DeviceBatchSource(batches, 2, 4, batch_size=4, seed=0)
+    source.augment = BatchAugment(SPEC)
     images, targets = next(iter(source))
     assert images.device == targets.device == META and images.shape == (4, 3, 16, 16)
     model = timm.create_model("deit_tiny_patch16_224", img_size=16, patch_size=8, depth=1, num_classes=2).to(META)

@@ -8,7 +8,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from fdsl.data import gpu_source, registry
+from fdsl.data import registry
+from fdsl.data.device import class_params
 from fdsl.engine import distributed
 from fdsl.ssl import shuffle_bn
 
@@ -41,16 +42,13 @@ def test_nccl_group_is_bound_to_the_ranks_gpu_and_gloo_to_none(monkeypatch):
 
 
 def test_class_parameter_pool_spawns_once_cuda_is_initialised(monkeypatch):
-    assert gpu_source.pool_context().get_start_method() == "fork"  # CUDA untouched: the cheap start
+    assert class_params.pool_context().get_start_method() == "fork"  # CUDA untouched: the cheap start
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    assert gpu_source.pool_context().get_start_method() == "spawn"
-    # a spawned worker gets the database pickled through the pool's initializer
+    assert class_params.pool_context().get_start_method() == "spawn"
+    # a spawned worker gets the database pickled with the pool's task
     db = registry.create("rcdb", classes=3, size=32)
-    gpu_source._set_pool_db(pickle.loads(pickle.dumps(db)))
-    try:
-        assert [gpu_source._class_params(c) for c in range(3)] == [(c, db.class_params(c)) for c in range(3)]
-    finally:
-        gpu_source._set_pool_db(None)
+    task = pickle.loads(pickle.dumps(class_params.ClassParamsOf(db)))
+    assert [task(c) for c in range(3)] == [(c, db.class_params(c)) for c in range(3)]
 
 
 class HostToDevice(TorchDispatchMode):

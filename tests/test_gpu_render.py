@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fdsl.data import registry
-from fdsl.data.gpu_source import create_batches
+from fdsl.data.device.batches import create_batches
 from fdsl.render import contour, gpu, gpu_contour, gpu_ifs, gpu_probe, ifs2d, ifs3d
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
@@ -251,7 +251,8 @@ def test_cuda_batches_are_deterministic_and_match_cpu_statistics(name):
 @pytest.mark.parametrize("name", ["fractaldb", "onepfrac", "exfractaldb", "mvfractaldb", "rcdb", "visualatom"])
 def test_cuda_batches_and_their_augmentation_never_wait_for_the_device(name):
     """No host synchronisation while a batch is prepared, so the GPU never idles behind the CPU."""
-    from fdsl.data.gpu_augment import AugmentSpec, BatchAugment, RandAugmentSpec
+    from fdsl.data.batch_augment.batch import BatchAugment
+    from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
 
     db = registry.create(name, classes=4, size=64, **FAST[name])
     batches = create_batches(db, "cuda", progress=False)

@@ -9,9 +9,17 @@ from test_engine_util import TINY_VIT, read_summary
 from timm.data import auto_augment
 from torchvision.transforms.v2 import functional as TF
 
-from fdsl.data import gpu_augment as ga
-from fdsl.data import gpu_source, registry
-from fdsl.data.gpu_source import DeviceBatchSource, create_batches, largest_batch, memory_probe
+from fdsl.data import registry
+from fdsl.data.batch_augment import colour_ops
+from fdsl.data.batch_augment.batch import BatchAugment
+from fdsl.data.batch_augment.geometry import geometric_map
+from fdsl.data.batch_augment.plan import Plan, RandAugmentLayer, full_crops
+from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
+from fdsl.data.device import memory
+from fdsl.data.device.batches import create_batches
+from fdsl.data.device.class_params import all_class_params
+from fdsl.data.device.memory import largest_batch, memory_probe
+from fdsl.data.device.source import DeviceBatchSource
 from fdsl.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
@@ -25,8 +33,8 @@ def make_source(rank=0, world=1, repeated_aug=False, batch=4, classes=4, instanc
     db = registry.create("rcdb", classes=classes, size=24)
     source = DeviceBatchSource(create_batches(db, "cpu", progress=False), classes, instances, batch, rank, world,
                                seed=5, repeated_aug=repeated_aug)
-    source.augment = ga.BatchAugment(ga.AugmentSpec(size=(16, 16), re_prob=0.5, re_mode="pixel",
-                                                    randaugment=ga.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 16)))
+    source.augment = BatchAugment(AugmentSpec(size=(16, 16), re_prob=0.5, re_mode="pixel",
+                                              randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 16)))
     return source
 
 
@@ -62,7 +70,7 @@ def test_ranks_draw_disjoint_indices_and_repeated_aug_deals_repeats_to_ranks():
 
 def test_class_parameters_are_the_registry_ones_also_from_forked_workers():
     db = registry.create("visualatom", classes=6, size=32)
-    assert gpu_source.all_class_params(db, workers=2, progress=False) == [db.class_params(c) for c in range(6)]
+    assert all_class_params(db, workers=2, progress=False) == [db.class_params(c) for c in range(6)]
 
 
 def test_ranks_split_the_class_parameters_and_gather_them(monkeypatch):
@@ -77,7 +85,7 @@ def test_ranks_split_the_class_parameters_and_gather_them(monkeypatch):
         out[:] = [{c: {"cls": c} for c in (0, 2, 4)}, mine]
 
     monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
-    assert gpu_source.all_class_params(db, progress=False) == [{"cls": c} for c in range(5)]
+    assert all_class_params(db, progress=False) == [{"cls": c} for c in range(5)]
     assert computed == [1, 3]  # this rank's share only
 
 
@@ -88,19 +96,19 @@ def smooth_rgb(size=64, seed=0):
 
 
 def test_two_images_of_a_batch_get_different_crops_and_flips_each_as_torchvision_would():
-    spec = ga.AugmentSpec(size=(32, 32), hflip=0.5, interpolation="bilinear", mean=(0, 0, 0), std=(1, 1, 1))
-    augment = ga.BatchAugment(spec)
+    spec = AugmentSpec(size=(32, 32), hflip=0.5, interpolation="bilinear", mean=(0, 0, 0), std=(1, 1, 1))
+    augment = BatchAugment(spec)
     image = smooth_rgb()
     batch = image.expand(8, -1, -1, -1).to(torch.uint8)
     out = augment(batch, gen(3), gen(4)) * 255
     plan = augment.sample(8, 64, gen(3))
-    assert len({tuple(c.tolist()) for c in plan["crop"]}) == 8 and 0 < int(plan["hflip"].sum()) < 8
+    assert len({tuple(c.tolist()) for c in plan.crop}) == 8 and 0 < int(plan.hflip.sum()) < 8
     for i, j in itertools.combinations(range(8), 2):
         assert (out[i] - out[j]).abs().mean() > 1.0  # every pair differs
     for i in range(8):
-        top, left, h, w = (int(v) for v in plan["crop"][i])
+        top, left, h, w = (int(v) for v in plan.crop[i])
         expected = TF.resized_crop(image[0], top, left, h, w, [32, 32], antialias=False)
-        expected = TF.horizontal_flip(expected) if plan["hflip"][i] else expected
+        expected = TF.horizontal_flip(expected) if plan.hflip[i] else expected
         assert (expected - out[i]).abs().mean() < 1.0  # gray levels, after rounding
 
 
@@ -109,18 +117,18 @@ def test_randaugment_ops_are_timm_ops():
     pil = Image.fromarray(image[0].permute(1, 2, 0).byte().numpy())
     colour = [("Contrast", 1.6), ("Color", 0.3), ("Brightness", 1.5), ("Sharpness", 1.8), ("Equalize", None),
               ("AutoContrast", None), ("Posterize", 2), ("Solarize", 100), ("SolarizeAdd", 60), ("Invert", None)]
-    kernel = ga.BatchAugment(ga.AugmentSpec(), "cpu").smooth  # Sharpness's table, made by the constructor
+    kernel = BatchAugment(AugmentSpec(), "cpu").smooth  # Sharpness's table, made by the constructor
     for name, arg in colour:
         expected = np.asarray(auto_augment.NAME_TO_OP[name](pil, *(() if arg is None else (arg,)))).astype(float)
         tables = (kernel,) if name == "Sharpness" else ()
-        got = ga._COLOUR_OPS[name](image.clone(), torch.tensor([float(arg or 0)]), *tables)[0].permute(1, 2, 0).numpy()
+        got = colour_ops.COLOUR_OPS[name](image.clone(), torch.tensor([float(arg or 0)]), *tables)[0].permute(1, 2, 0).numpy()
         assert np.abs(expected - got).max() <= 2, name
-    augment = ga.BatchAugment(ga.AugmentSpec(size=(64, 64), interpolation="bilinear"), "cpu")
+    augment = BatchAugment(AugmentSpec(size=(64, 64), interpolation="bilinear"), "cpu")
     for name, arg in [("Rotate", 30.0), ("ShearX", 0.3), ("ShearY", -0.2), ("TranslateXRel", 0.2)]:
-        geometry = ga._geometric_map(name, torch.tensor([arg], dtype=torch.float64), 64, 64)
-        plan = {"crop": ga._full_crops(1, 64), "hflip": torch.tensor([False]), "vflip": torch.tensor([False]),
-                "interp": torch.zeros(1, dtype=torch.long), "layers": [{"geometry": geometry}]}
-        x, inside = augment.resample(image.clone(), plan)
+        geometry = geometric_map(name, torch.tensor([arg], dtype=torch.float64), 64, 64)
+        plan = Plan(crop=full_crops(1, 64), hflip=torch.tensor([False]), vflip=torch.tensor([False]),
+                    interp=torch.zeros(1, dtype=torch.long), layers=[RandAugmentLayer(torch.zeros(1), geometry=geometry)])
+        x, inside = augment.warp(image.clone(), augment.upload(plan, image.device))
         got = augment.to_channels(x, inside)[0].permute(1, 2, 0).numpy()
         expected = np.asarray(auto_augment.NAME_TO_OP[name](pil, arg, fillcolor=augment.spec.fill,
                                                              resample=Image.BILINEAR)).astype(float)
@@ -128,35 +136,35 @@ def test_randaugment_ops_are_timm_ops():
 
 
 def test_each_sample_draws_its_own_ops_and_magnitudes():
-    spec = ga.AugmentSpec(size=(32, 32), randaugment=ga.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 32))
-    plan = ga.BatchAugment(spec).sample(256, 64, gen(0))
-    layer = plan["layers"][0]
-    applied = sum(len(rows) for rows in layer["colour"].values()) + int((layer["geometry"] != torch.eye(3)).any(
+    spec = AugmentSpec(size=(32, 32), randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", 32))
+    plan = BatchAugment(spec).sample(256, 64, gen(0))
+    layer = plan.layers[0]
+    applied = sum(len(rows) for rows in layer.colour.values()) + int((layer.geometry != torch.eye(3)).any(
         -1).any(-1).sum())
-    assert len(layer["colour"]) >= 9 and 90 < applied < 170  # 10 colour ops, each sample's op applied half the time
+    assert len(layer.colour) >= 9 and 90 < applied < 170  # 10 colour ops, each sample's op applied half the time
     rotate = spec.randaugment.ops.index("Rotate")
-    assert rotate >= 0 and layer["arg"].abs().unique().numel() > 50  # magnitudes ~ N(9, 0.5) per sample
+    assert rotate >= 0 and layer.arg.abs().unique().numel() > 50  # magnitudes ~ N(9, 0.5) per sample
 
 
 def test_no_aug_is_resize_and_normalise_and_erasing_boxes_are_timm_sized():
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     flat = torch.full((4, 1, 48, 48), 100, dtype=torch.uint8)
-    out = ga.BatchAugment(ga.AugmentSpec(size=(24, 24), mean=mean, std=std, no_aug=True, re_prob=1.0))(
+    out = BatchAugment(AugmentSpec(size=(24, 24), mean=mean, std=std, no_aug=True, re_prob=1.0))(
         flat, gen(0), gen(1))
     expected = (100 / 255 - torch.tensor(mean)) / torch.tensor(std)
     torch.testing.assert_close(out, expected.view(1, 3, 1, 1).expand_as(out))
-    erase = ga.BatchAugment(ga.AugmentSpec(size=(32, 32), hflip=0, re_prob=1.0, re_mode="const"))
+    erase = BatchAugment(AugmentSpec(size=(32, 32), hflip=0, re_prob=1.0, re_mode="const"))
     out = erase(torch.full((64, 1, 32, 32), 200, dtype=torch.uint8), gen(2), gen(3))
     erased = (out == 0).all(1).float().mean((1, 2))
     assert (erased > 0.015).all() and (erased < 0.34).all()
 
 
 def test_device_source_options_are_checked():
-    assert ga.AugmentSpec(size=(8, 8)).fill == (124, 116, 104)
+    assert AugmentSpec(size=(8, 8)).fill == (124, 116, 104)
     with pytest.raises(UserError, match="RandAugment"):
-        ga.RandAugmentSpec.parse("augmix-m5-w4-d2", 32)
+        RandAugmentSpec.parse("augmix-m5-w4-d2", 32)
     with pytest.raises(UserError, match="not implemented"):
-        ga.RandAugmentSpec.parse("rand-m9-t3a", 32)
+        RandAugmentSpec.parse("rand-m9-t3a", 32)
 
 
 # -- memory -----------------------------------------------------------------------------------------------------
@@ -205,9 +213,9 @@ def test_a_batch_too_big_for_the_gpu_names_the_largest_that_fits(monkeypatch):
     device = FakeAllocator(200, per_image=8, overhead=40)
     source.device = torch.device("cuda")  # the probe runs on CUDA only; its allocator is faked here
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    monkeypatch.setattr(gpu_source, "_release_cuda_memory", device.release)
+    monkeypatch.setattr(memory, "release_cuda_memory", device.release)
     monkeypatch.setattr(source, "render", lambda classes, instances, key: device.render(len(classes)))
-    monkeypatch.setattr(source, "batches_that_fit", lambda render: None)
+    monkeypatch.setattr(memory, "images_that_fit", lambda render, on: None)
     with pytest.raises(UserError, match="the largest that fits is 20 "):
         source.check_memory()
 

@@ -14,7 +14,9 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader
 
 from fdsl.data import cache, folder, png, registry, transforms
-from fdsl.data import gpu_augment as ga
+from fdsl.data.batch_augment.batch import BatchAugment
+from fdsl.data.batch_augment.folder import DeviceAugment, FolderInput, collate_folder_input
+from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
 from fdsl.data.images import ResizedCrop, crop_params, read_image
 from fdsl.errors import UserError
 
@@ -156,15 +158,15 @@ def test_resized_crop_keeps_gray_one_channel():
 
 
 # -- --gpu-augment -------------------------------------------------------------------------------------------
-def deit_spec(size: int) -> ga.AugmentSpec:
-    return ga.AugmentSpec(size=(size, size), interpolation="bicubic", re_prob=0.25,
-                          randaugment=ga.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", size))
+def deit_spec(size: int) -> AugmentSpec:
+    return AugmentSpec(size=(size, size), interpolation="bicubic", re_prob=0.25,
+                       randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", size))
 
 
 def test_folder_input_sends_whole_images_with_timms_crop_boxes_and_resizes_odd_sizes():
     spec = deit_spec(16)
     source = rendered("rcdb", 32)
-    worker = ga.FolderInput(32, spec)
+    worker = FolderInput(32, spec)
     random.seed(3)
     image, box = worker(source)
     random.seed(3)
@@ -173,7 +175,7 @@ def test_folder_input_sends_whole_images_with_timms_crop_boxes_and_resizes_odd_s
     image, box = worker(rendered("rcdb", 20))
     assert image.shape == (1, 32, 32) and tuple(box) == (0, 0, 32, 32)
     rgb = worker(np.zeros((32, 32, 3), np.uint8))
-    (batch, boxes), targets = ga.collate_folder_input([((image, box), 0), (rgb, 1)])
+    (batch, boxes), targets = collate_folder_input([((image, box), 0), (rgb, 1)])
     assert batch.shape == (2, 3, 32, 32) and batch.dtype == torch.uint8 and isinstance(boxes, np.ndarray)
     assert targets.tolist() == [0, 1] and torch.equal(batch[0, 2], image[0])  # gray repeated beside RGB
 
@@ -192,10 +194,10 @@ def test_gpu_augment_draws_timms_deit_distribution():
     rgb = Image.fromarray(source).convert("RGB")
     seed_all(0)
     cpu = torch.stack([timm_transform(rgb) for _ in range(n)])
-    worker = ga.FolderInput(48, deit_spec(size))
+    worker = FolderInput(48, deit_spec(size))
     samples = [((worker(source)), 0) for _ in range(n)]
-    (images, boxes), _ = ga.collate_folder_input(samples)
-    device = ga.DeviceAugment(deit_spec(size), "cpu", seed=1)(( images, boxes))
+    (images, boxes), _ = collate_folder_input(samples)
+    device = DeviceAugment(deit_spec(size), "cpu", seed=1)(( images, boxes))
     assert device.shape == cpu.shape
     a, b = per_image_statistics(cpu), per_image_statistics(device)
     for column, name in enumerate(("mean", "std")):
@@ -208,10 +210,10 @@ def test_device_augment_replays_a_step_after_skip():
     spec = deit_spec(16)
     images = torch.from_numpy(rendered("rcdb", 32)).expand(4, 1, 32, 32).contiguous()
     boxes = np.tile(np.float32([0, 0, 32, 32]), (4, 1))
-    first = ga.DeviceAugment(spec, "cpu", seed=2)
+    first = DeviceAugment(spec, "cpu", seed=2)
     first.set_epoch(1)
     outs = [first((images, boxes)) for _ in range(3)]
-    resumed = ga.DeviceAugment(spec, "cpu", seed=2)
+    resumed = DeviceAugment(spec, "cpu", seed=2)
     resumed.set_epoch(1)
     resumed.skip(2)
     assert torch.equal(resumed((images, boxes)), outs[2]) and not torch.equal(outs[0], outs[1])
@@ -220,9 +222,9 @@ def test_device_augment_replays_a_step_after_skip():
 def test_batch_augment_makes_no_blocking_copy_after_construction(monkeypatch):
     """No table is copied with a blocking ``.to(device)``, also when the tables are made for the first batch's
     device: it would wait for the GPU (and fail under torch.cuda.set_sync_debug_mode("error"))."""
-    spec = ga.AugmentSpec(size=(16, 16), mean=(0.3, 0.4, 0.5), re_prob=1.0, color_jitter=0.4,
-                          randaugment=ga.RandAugmentSpec.parse("rand-n4-m9-mstd0.5-inc1", 16))
-    augment = ga.BatchAugment(spec)
+    spec = AugmentSpec(size=(16, 16), mean=(0.3, 0.4, 0.5), re_prob=1.0, color_jitter=0.4,
+                       randaugment=RandAugmentSpec.parse("rand-n4-m9-mstd0.5-inc1", 16))
+    augment = BatchAugment(spec)
     blocking = []
     real_to = torch.Tensor.to
 
@@ -331,13 +333,13 @@ def test_pretrain_with_gpu_augment_and_cache_images_resumes_mid_epoch_to_the_sam
 def test_device_half_compiles_as_one_graph_equal_to_eager():
     """BatchAugment.apply traces without a graph break (fullgraph=True fails on any) and gives eager's output.
     The 'eager' backend checks the tracing only, which keeps this test to seconds."""
-    spec = ga.AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
-                          randaugment=ga.RandAugmentSpec.parse("rand-n1-m9-mstd0.5-inc1", 16))
-    augment = ga.BatchAugment(spec, "cpu")
+    spec = AugmentSpec(size=(16, 16), re_prob=1.0, re_mode="pixel", color_jitter=0.4, interpolation="random",
+                       randaugment=RandAugmentSpec.parse("rand-n1-m9-mstd0.5-inc1", 16))
+    augment = BatchAugment(spec, "cpu")
     images = (torch.arange(4 * 24 * 24) % 251).to(torch.uint8).view(4, 1, 24, 24)
     params = augment.upload(augment.sample(4, 24, torch.Generator().manual_seed(0)), images.device)
     noise = augment.erase_noise(images, torch.Generator().manual_seed(1))
-    assert len(params["colour"]) == 1 and len(noise) == 1 and len(augment.colour_names) == 10
+    assert len(params.colour) == 1 and len(noise) == 1 and len(augment.colour_names) == 10
     compiled = torch.compile(augment.apply, fullgraph=True, backend="eager")
     assert torch.equal(compiled(images, params, noise), augment.apply(images, params, noise))
 

@@ -66,17 +66,20 @@ def training_setup(device: torch.device, size: int, batch: int, amp: bool):
     """(device batch source with the recipe's augmentation, DeiT-Tiny, its optimiser, the loop's context)."""
     import timm
 
-    from fdsl.data import gpu_augment as ga
-    from fdsl.data import gpu_source, registry
+    from fdsl.data import registry
+    from fdsl.data.batch_augment.batch import BatchAugment
+    from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
+    from fdsl.data.device.batches import create_batches
+    from fdsl.data.device.source import DeviceBatchSource
     from fdsl.engine.distributed import DistInfo
     from fdsl.engine.loop import LoopContext
     from fdsl.engine.method import Classification
 
     db = registry.create("fractaldb", classes=4, size=size, seed=0, iterations=20_000)
-    source = gpu_source.DeviceBatchSource(gpu_source.create_batches(db, device, progress=False), 4, 1000, batch)
-    source.augment = ga.BatchAugment(ga.AugmentSpec(
+    source = DeviceBatchSource(create_batches(db, device, progress=False), 4, 1000, batch)
+    source.augment = BatchAugment(AugmentSpec(
         size=(size, size), re_prob=0.25, re_mode="pixel", color_jitter=0.4,
-        randaugment=ga.RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", size)), device)
+        randaugment=RandAugmentSpec.parse("rand-m9-mstd0.5-inc1", size)), device)
     torch.manual_seed(0)
     model = timm.create_model("deit_tiny_patch16_224", img_size=size, patch_size=16 if size >= 64 else 8,
                               num_classes=4).to(device)

@@ -91,6 +91,7 @@ class ContourDatabase(ParamDir, Database):
     """What RCDB and VisualAtom share: --param-dir and the param/<class>.csv files."""
 
     fields: ClassVar[dict] = {}
+    device_batches = "fdsl.data.device.batches:ContourBatches"
 
     def read_class_file(self, path: str) -> dict:
         return params_csv.read_named_row(path, self.fields)

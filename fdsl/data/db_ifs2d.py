@@ -25,6 +25,7 @@ def _add_render_options(parser: argparse.ArgumentParser, iterations: int) -> Non
 
 class FractalDB(Database):
     name = "fractaldb"
+    device_batches = "fdsl.data.device.batches:IFS2DBatches"
     summary = "FractalDB (ACCV 2020): searched 2D IFS categories; weight rows x patch draws x 4 flips"
 
     @classmethod
@@ -163,6 +164,7 @@ class OFDB2D(FractalDB):
 
 class OnePFrac(Database):
     name = "onepfrac"
+    device_batches = "fdsl.data.device.batches:IFS2DBatches"
     summary = "1p-frac (ECCV 2024): one sigma-factor fractal, each class a delta-perturbation of it"
 
     @classmethod

@@ -26,6 +26,7 @@ CLOUD_STREAM = 3  # rng key suffix of the chaos game of a cloud (image streams a
 
 class IFS3DDatabase(ParamDir, Database):
     name = ""
+    device_batches = "fdsl.data.device.batches:IFS3DBatches"
     views_default = 1
     instances_default = 1
     # a cloud's chaos game and a view's camera draw from (seed, class, ...) with these

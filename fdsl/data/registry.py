@@ -1,7 +1,8 @@
 """The database registry: every formula-driven database the builder can write.
 
 A database entry glues one pure renderer (``fdsl.render.*``) to the builder: its command-line
-options, its per-class parameters, its file layout. Every image is a pure function of
+options, its per-class parameters, its file layout, and the class that renders its batches with
+torch (``device_batches``, for ``--synthetic-device``). Every image is a pure function of
 (seed, class, instance, options), so any worker or rank can render any class.
 
 Use it from code::
@@ -11,7 +12,7 @@ Use it from code::
     img = next(db.render(3, params, [0]))             # uint8 HxW (gray) or HxWx3 (RGB)
 
 Adding a database: subclass :class:`Database` in a module of this package and add one line
-to ``_ENTRIES``.
+to ``_ENTRIES``; name its torch batch renderer in ``device_batches`` if it has one.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class Database:
     summary = ""
     #: folder names are zero-padded to this many digits when the layout asks for it
     class_digits = 5
+    #: "module:Class" of its torch batch renderer (fdsl.data.device.batches), None if it has none
+    device_batches: str | None = None
 
     def __init__(self, options: dict):
         self.options = dict(options)
@@ -125,8 +128,13 @@ def get(name: str) -> type[Database]:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _ENTRIES:
         raise UserError(f"unknown database {name!r}; choose one of: {', '.join(names())}")
-    module, cls = _ENTRIES[key].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(_ENTRIES[key])
+
+
+def load(path: str) -> type:
+    """The class at ``"module:Class"``, its module imported now (entries import only what is used)."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def create(name: str, **options) -> Database:

@@ -1,9 +1,9 @@
 """Samplers: repeated augmentation (DeiT's RASampler), a rank shard for evaluation, and the resumable
 (index, seed) stream that makes augmentation independent of workers and resume.
 
-Written by hand because timm's RepeatAugSampler keeps the published truncation rules. Fixed here (D9):
+Written by hand because timm's RepeatAugSampler keeps the published truncation rules. Fixed here (docs/training.md, D9):
 seeded by (seed, epoch) rather than the epoch alone, no truncation to multiples of 256 (a data set of
-fewer than 256 images gave an empty epoch), and it also works on one process (D5).
+fewer than 256 images gave an empty epoch), and it also works on one process (docs/training.md, D5).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import random
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from fdsl.data.seeds import derive_seed
 
 
 class RASampler(Sampler):
@@ -46,7 +48,7 @@ class RASampler(Sampler):
 
 
 class ShardSampler(Sampler):
-    """Rank r evaluates indices r, r+W, ... with no padding, so every image counts exactly once (D23)."""
+    """Rank r evaluates indices r, r+W, ... with no padding, so every image counts exactly once (docs/training.md, D23)."""
 
     def __init__(self, dataset_len: int, num_replicas: int = 1, rank: int = 0):
         self.indices = list(range(rank, dataset_len, num_replicas))
@@ -56,11 +58,6 @@ class ShardSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
-    """The augmentation seed of the sample at `position` of rank `rank`'s stream in `epoch`."""
-    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Resumable(Sampler):
@@ -88,7 +85,7 @@ class Resumable(Sampler):
     def __iter__(self):
         start, self._skip = self._skip, 0
         for position, index in enumerate(itertools.islice(iter(self.sampler), start, None), start):
-            yield index, sample_seed(self.seed, self.epoch, self.rank, position)
+            yield index, derive_seed(self.seed, self.epoch, self.rank, position)
 
     def __len__(self) -> int:
         return len(self.sampler)

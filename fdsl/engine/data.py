@@ -11,7 +11,9 @@ from timm.data import AugMixDataset
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, DistributedSampler
 
-from fdsl.data import builder, cache, folder, gpu_augment, samplers, shards, start_method, transforms
+from fdsl.data import builder, cache, folder, samplers, shards, start_method, transforms
+from fdsl.data.batch_augment.folder import DeviceAugment, FolderInput, collate_folder_input
+from fdsl.data.batch_augment.spec import AugmentSpec
 from fdsl.data.images import image_shape
 from fdsl.engine.logging import print0
 from fdsl.errors import UserError
@@ -27,7 +29,7 @@ class TrainData:
         self.sampler = None
         self.cfg = None
         self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
-        self.device_augment = None  # --gpu-augment: the training step's half (gpu_augment.DeviceAugment)
+        self.device_augment = None  # --gpu-augment: the training step's half (DeviceAugment)
         self.collate = None
 
     def __len__(self) -> int:
@@ -36,7 +38,7 @@ class TrainData:
     def set_transforms(self, args, model) -> None:
         check_aug_splits(args, self.kind)
         self.cfg = transforms.data_config(args, model)
-        if self.kind == "device":  # augmented per sample on the device (fdsl.data.gpu_augment)
+        if self.kind == "device":  # augmented per sample on the device (fdsl.data.batch_augment)
             self.dataset.configure(args, self.cfg)
             return
         if getattr(args, "gpu_augment", False):
@@ -55,12 +57,12 @@ class TrainData:
                             "rendering); drop --gpu-augment")
         if args.aug_splits:
             raise UserError("--gpu-augment does not do AugMix; drop --aug-splits or --gpu-augment")
-        spec = gpu_augment.AugmentSpec.from_args(args, self.cfg)
+        spec = AugmentSpec.from_args(args, self.cfg)
         info = self.info
-        self.device_augment = gpu_augment.DeviceAugment(spec, info.device if info else "cpu", args.seed,
-                                                        info.rank if info else 0, args.torch_compile)
-        self.dataset.pixel_transform = gpu_augment.FolderInput(source_size(self.dataset, spec.size), spec)
-        self.collate = gpu_augment.collate_folder_input
+        self.device_augment = DeviceAugment(spec, info.device if info else "cpu", args.seed,
+                                           info.rank if info else 0, args.torch_compile)
+        self.dataset.pixel_transform = FolderInput(source_size(self.dataset, spec.size), spec)
+        self.collate = collate_folder_input
 
     def take_bad_files(self) -> tuple[int, str]:
         """(unreadable images skipped since the last call, one of their paths); folders only."""
@@ -152,7 +154,7 @@ def build_train_data(args, info) -> TrainData:
         if not args.num_classes:
             raise UserError("--synthetic needs --num-classes (how many classes to render)")
         if getattr(args, "synthetic_device", None):
-            from fdsl.data.gpu_source import build_device_source
+            from fdsl.data.device.source import build_device_source
 
             source = build_device_source(args, info)
             return TrainData("device", source, args.num_classes, source.samples_per_epoch)

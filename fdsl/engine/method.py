@@ -65,7 +65,7 @@ class Method:
 class Classification(Method):
     """Supervised training on (images, labels): cross-entropy (or the recipe's loss) with optional mixup.
     With ``augment`` (--gpu-augment), the batch's images are uint8 and augmented here, on the device, before
-    mixup (fdsl.data.gpu_augment.DeviceAugment)."""
+    mixup (fdsl.data.batch_augment.folder.DeviceAugment)."""
 
     name = "classification"
 
