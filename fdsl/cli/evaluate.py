@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from fdsl.cli.common import Parser
 from fdsl.cli.export import add_model_options, load_model
 from fdsl.data import folder, transforms
 from fdsl.engine import released
@@ -26,7 +27,7 @@ MAX_TICK_LABELS = 40  # beyond this many classes the confusion matrix is drawn w
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fdsl evaluate", description=EXAMPLES + "\n" + __doc__,
+    p = Parser(prog="fdsl evaluate", description=EXAMPLES + "\n" + __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt", metavar="CKPT", help="checkpoint file or exported directory (any layout in docs/zoo.md)")
     p.add_argument("--data", required=True, metavar="DIR", help="image folder: DIR/<split>/<class>/*.png or DIR/<class>")

@@ -1,11 +1,11 @@
 """`fdsl plot RUN_DIR [RUN_DIR ...] [-o curves.png]`: loss and accuracy curves from summary.csv to a PNG."""
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 
+from fdsl.cli.common import Parser
 from fdsl.errors import UserError
 
 
@@ -27,7 +27,7 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fdsl plot", description=__doc__)
+    p = Parser(prog="fdsl plot", description=__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("-o", "--out", default=None, help="PNG path (default: <first run>/curves.png)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
