@@ -175,7 +175,7 @@ def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
     assert not torch.equal(clean, augmented)  # split 0 is clean, the others AugMix views of the same images
     from timm.loss import JsdCrossEntropy
 
-    from fdsl.engine.trainer import build_loss
+    from fdsl.recipes.supervised import build_loss
 
     assert isinstance(build_loss(args, mixup_active=False), JsdCrossEntropy)
 

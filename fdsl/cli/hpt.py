@@ -70,7 +70,7 @@ def cmd_pretrain(argv: list[str]) -> int:
                            "final_backbone.pth (+ .json naming the chain) in --output.")
     args = options.parse(parser, argv, options.PRETRAIN)
     options.fill_method_defaults(args)
-    from fdsl.ssl.hpt.pretrain import run
+    from fdsl.recipes.hpt_pretrain import run
 
     return run(args)
 
@@ -89,7 +89,7 @@ def _probe(argv: list[str], protocol: str) -> int:
                            "metrics.jsonl and result.json in --output.")
     args = options.parse(parser, argv, table)
     args.protocol = protocol
-    from fdsl.ssl.hpt.probe import run
+    from fdsl.recipes.hpt_probe import run
 
     return run(args)
 

@@ -1,10 +1,10 @@
 """The epoch driver every trainer shares: resume, DDP wrapping, the epochs of the one loop, evaluation,
 checkpoints, logs, and stopping cleanly (a pause, an iteration budget, a SLURM pre-emption signal).
 
-A trainer (supervised pretrain/finetune in engine.trainer, the self-supervised methods in fdsl.ssl) builds
-its data, its `Method`, optimiser and schedule, then calls `fit`. Resume is exact, also in the middle of an
-epoch: batches come from a `Resumable` sampler (or a source with `skip`), every sample's augmentation is
-seeded by its position, and each rank's RNG state is stored in the checkpoint.
+A recipe (fdsl.recipes: supervised pretrain/finetune, the self-supervised methods, the probes) builds its
+data, its `Method`, optimiser and schedule, then calls `fit`. Resume is exact, also in the middle of an epoch:
+batches come from a `Resumable` sampler (or a source with `skip`), every sample's augmentation is seeded by
+its position, and each rank's RNG state is stored in the checkpoint.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Wiring of one supervised run (after FAIR MAE's main_pretrain.py): data, model, optimiser, schedule and
-the classification method, handed to the shared epoch driver (engine.fit), which runs the one loop with
-resume, checkpoints and logs. pretrain and finetune differ only in `args.kind` (finetune validates every
-epoch and may start from --pretrained-path)."""
+"""`fdsl pretrain` / `fdsl finetune`: one supervised run (after FAIR MAE's main_pretrain.py): data, model,
+optimiser, schedule and the classification method, handed to the shared epoch driver (engine.fit), which runs
+the one loop with resume, checkpoints and logs. pretrain and finetune differ only in `args.kind` (finetune
+validates every epoch and may start from --pretrained-path)."""
 from __future__ import annotations
 
 import os
@@ -14,13 +14,14 @@ from timm.optim import create_optimizer_v2
 
 from fdsl.engine import checkpoint, distributed, fit, schedule
 from fdsl.engine.data import build_train_data, build_val_data, make_loader
-from fdsl.engine.fit import TrainingDiverged, seed_epoch  # noqa: F401 - re-exported for callers
+from fdsl.engine.fit import seed_epoch
 from fdsl.engine.logging import print0
 from fdsl.engine.loop import LoopContext, amp_setup
 from fdsl.engine.loop import evaluate as loop_evaluate
 from fdsl.engine.method import Classification
 from fdsl.errors import UserError
 from fdsl.models import factory
+from fdsl.recipes.common import plain_args
 
 
 def run_dir_of(args) -> str:
@@ -30,12 +31,6 @@ def run_dir_of(args) -> str:
         size = factory.requested_img_size(args) or 224
         args.experiment = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.replace('/', '_')}-{size}"
     return os.path.join(args.output, args.experiment)
-
-
-def plain_args(args) -> dict:
-    """args as a dict of plain values: loads with torch.load(weights_only=True) and dumps as YAML."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
 
 
 def build_optimizer(args, model):
@@ -118,9 +113,8 @@ def _run(args, info) -> None:
     amp_dtype, scaler = amp_setup(args.amp or args.native_amp or args.apex_amp, args.amp_dtype, info)
     sched = schedule.build(args, optimizer, len(train_loader))
     mixup_fn = build_mixup(args, num_classes)
-    method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn, train_data.device_augment)
-    if mixup_fn is not None and args.mixup_off_epoch:
-        method.before_epoch = lambda epoch, ctx: setattr(mixup_fn, "mixup_enabled", epoch < args.mixup_off_epoch)
+    method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn, train_data.device_augment,
+                            args.mixup_off_epoch)
 
     def evaluate(epoch: int) -> dict:
         # the unwrapped model: ranks may hold different batch counts, and DDP's forward may sync buffers
