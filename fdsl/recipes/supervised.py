@@ -13,7 +13,7 @@ from timm.loss import JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCro
 from timm.optim import create_optimizer_v2
 
 from fdsl.engine import checkpoint, distributed, fit, schedule
-from fdsl.engine.data import build_train_data, build_val_data, make_loader
+from fdsl.engine.data import build_train_source, build_val_data, val_loader
 from fdsl.engine.fit import seed_epoch
 from fdsl.engine.logging import print0
 from fdsl.engine.loop import LoopContext, amp_setup
@@ -91,7 +91,7 @@ def _run(args, info) -> None:
     if not finetune and args.eval_metric != "loss":
         raise UserError(f"--eval-metric {args.eval_metric}: pretrain has no validation set; use --eval-metric loss")
     seed_epoch(args.seed, info.rank, 0)
-    train_data = build_train_data(args, info)
+    train_data = build_train_source(args, info)
     num_classes = train_data.num_classes
     model = factory.create(args, num_classes)
     if finetune and args.pretrained_path:
@@ -101,9 +101,9 @@ def _run(args, info) -> None:
         from timm.layers import convert_splitbn_model
 
         model = convert_splitbn_model(model, args.aug_splits)
-    val_data = build_val_data(args, info, model, train_data) if finetune else None
-    train_loader = make_loader(args, info, train_data)
-    val_loader = make_loader(args, info, val_data, train=False) if val_data else None
+    val_data = build_val_data(args, info, train_data) if finetune else None
+    train_loader = train_data.loader(args, info)
+    val_batches = val_loader(args, info, val_data) if val_data else None
 
     schedule.scale_lr(args, args.batch_size * info.world_size)
     if info.device.type == "cuda":
@@ -119,7 +119,7 @@ def _run(args, info) -> None:
     def evaluate(epoch: int) -> dict:
         # the unwrapped model: ranks may hold different batch counts, and DDP's forward may sync buffers
         ctx = LoopContext(info=info, amp_dtype=amp_dtype, channels_last=args.channels_last)
-        metrics = loop_evaluate(model, val_loader, ctx, num_classes)
+        metrics = loop_evaluate(model, val_batches, ctx, num_classes)
         print0(info, "eval: epoch {} loss {:.4f} top1 {:.2f}".format(epoch, metrics["loss"], metrics["top1"])
                + (f" top5 {metrics['top5']:.2f}" if "top5" in metrics else ""))
         metric = metrics.get(args.eval_metric.replace("eval_", ""))
@@ -131,4 +131,4 @@ def _run(args, info) -> None:
     describe = (f"{args.kind}: {args.model} classes={num_classes} train images={len(train_data)} "
                 f"batch/process={args.batch_size}{splits}")
     cfg = run_config(args, run_dir_of(args), finetune, scaler, amp_dtype, describe)
-    fit.fit(cfg, info, method, train_data, train_loader, optimizer, sched, evaluate if val_loader else None)
+    fit.fit(cfg, info, method, train_data, train_loader, optimizer, sched, evaluate if val_batches else None)
