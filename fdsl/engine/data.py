@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,9 +19,51 @@ from fdsl.engine.logging import print0
 from fdsl.errors import UserError
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """The data options of a supervised run, typed (the recipe fills it from the command line; options a
+    command lacks keep these defaults). docs/training.md has each flag."""
+
+    # where the training images come from
+    data_dir: str | None = None
+    train_dir: str | None = None
+    train_split: str = "train"
+    val_dir: str | None = None
+    val_split: str = "validation"
+    num_classes: int | None = None
+    webdataset: bool = False
+    trainshards: str | None = None
+    dataset_size: int | None = None
+    synthetic: str | None = None
+    synthetic_device: str | None = None
+    synthetic_opt: list[str] = ()
+    synthetic_size: int | None = None
+    synthetic_seed: int = 0
+    synthetic_instances: int = 1000
+    strict_data: bool = False
+    cache_images: str = "off"
+    # how they are read
+    batch_size: int = 32  # per process
+    validation_batch_size_multiplier: int = 1
+    workers: int = 4
+    pin_mem: bool = False
+    repeated_aug: bool = False
+    seed: int = 42
+    gpu_augment: bool = False
+    torch_compile: bool = False
+    # the flags AugMix must agree with
+    jsd: bool = False
+    split_bn: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    cutmix_minmax: list[float] | None = None
+    inputs: transforms.InputSpec = field(default_factory=transforms.InputSpec)
+    augment: transforms.TrainAugment = field(default_factory=transforms.TrainAugment)
+
+
 class TrainSource:
-    """What a supervised run trains on, one subclass per kind of source. `build_train_source` makes one from the
-    command line; the recipe then calls `set_transforms` (once the model fixes the input size) and `loader`;
+    """What a supervised run trains on, one subclass per kind of source. `build_train_source` makes one from a
+    DataSpec; the recipe then calls `set_transforms` (once the model fixes the input size) and `loader`;
     the epoch driver calls `set_epoch` and `take_bad_files`."""
 
     refuses_augmix = ""  # the flag that names this source in the error when it cannot do AugMix
@@ -36,15 +79,15 @@ class TrainSource:
     def __len__(self) -> int:
         return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.dataset)
 
-    def set_transforms(self, args, model) -> None:
-        check_aug_splits(args, self.refuses_augmix)
-        self.cfg = transforms.data_config(args, model)
-        if getattr(args, "gpu_augment", False):
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        check_aug_splits(spec, self.refuses_augmix)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        if spec.gpu_augment:
             raise UserError("--gpu-augment works with image folders (use --synthetic-device for on-the-fly "
                             "rendering); drop --gpu-augment")
-        self.dataset.transform = transforms.train_transform(args, self.cfg)
+        self.dataset.transform = transforms.train_transform(spec.augment, self.cfg)
 
-    def loader(self, args, info):
+    def loader(self, spec: DataSpec, info):
         raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,29 +109,30 @@ class SampledSource(TrainSource):
         self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
         self.collate = None
 
-    def set_transforms(self, args, model) -> None:
-        super().set_transforms(args, model)
-        if args.aug_splits:
-            self.loader_dataset = AugMixSplits(self.dataset, args.aug_splits, erase_clean=not args.resplit)
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        super().set_transforms(spec, model)
+        augment = spec.augment
+        if augment.aug_splits:
+            self.loader_dataset = AugMixSplits(self.dataset, augment.aug_splits, erase_clean=not augment.resplit)
 
-    def loader(self, args, info) -> TrainLoader:
+    def loader(self, spec: DataSpec, info) -> TrainLoader:
         """drop_last, RASampler / DistributedSampler. Workers are not persistent, so each epoch's worker seeds
         come from the per-epoch RNG and a resumed run replays the same augmentation."""
         n = len(self)
-        if args.repeated_aug:
-            sampler = samplers.RASampler(n, info.world_size, info.rank, seed=args.seed)
+        if spec.repeated_aug:
+            sampler = samplers.RASampler(n, info.world_size, info.rank, seed=spec.seed)
         else:  # seeded by (seed, epoch) also on one process, so the order survives a resume
-            sampler = DistributedSampler(self.dataset, info.world_size, info.rank, shuffle=True, seed=args.seed)
-        self.sampler = samplers.Resumable(sampler, args.seed, info.rank)
+            sampler = DistributedSampler(self.dataset, info.world_size, info.rank, shuffle=True, seed=spec.seed)
+        self.sampler = samplers.Resumable(sampler, spec.seed, info.rank)
         per_rank = len(self.sampler)
-        if per_rank < args.batch_size:
-            raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per "
+        if per_rank < spec.batch_size:
+            raise UserError(f"--batch-size {spec.batch_size} is larger than the {per_rank} training images per "
                             f"process ({n} images, {info.world_size} process(es)); lower --batch-size")
-        collate = concat_splits if args.aug_splits else self.collate
-        loader = DataLoader(samplers.Seeded(self.loader_dataset), batch_size=args.batch_size, sampler=self.sampler,
+        collate = concat_splits if spec.augment.aug_splits else self.collate
+        loader = DataLoader(samplers.Seeded(self.loader_dataset), batch_size=spec.batch_size, sampler=self.sampler,
                             drop_last=True, worker_init_fn=_worker_init, collate_fn=collate,
-                            **loader_options(args, info))
-        return TrainLoader(loader, self.sampler, args.batch_size, self.device_augment)
+                            **loader_options(spec, info))
+        return TrainLoader(loader, self.sampler, spec.batch_size, self.device_augment)
 
 
 class FolderSource(SampledSource):
@@ -99,25 +143,26 @@ class FolderSource(SampledSource):
         super().__init__(dataset, num_classes)
         self.info = info  # the engine's DistInfo (rank, device)
 
-    def set_transforms(self, args, model) -> None:
-        if not getattr(args, "gpu_augment", False):
-            super().set_transforms(args, model)
-            if not args.aug_splits:  # crop the uint8 image before converting it (same draws, same output)
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        if not spec.gpu_augment:
+            super().set_transforms(spec, model)
+            if not spec.augment.aug_splits:  # crop the uint8 image first (same draws, same output)
                 self.dataset.pixel_transform = transforms.crop_first(self.dataset.transform)
             return
-        check_aug_splits(args)
-        self.cfg = transforms.data_config(args, model)
-        self.set_device_augment(args)
+        check_aug_splits(spec)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        self.set_device_augment(spec)
 
-    def set_device_augment(self, args) -> None:
+    def set_device_augment(self, spec: DataSpec) -> None:
         """--gpu-augment: workers read, decode and draw crop boxes; the step augments on the device."""
-        if args.aug_splits:
+        if spec.augment.aug_splits:
             raise UserError("--gpu-augment does not do AugMix; drop --aug-splits or --gpu-augment")
-        spec = gpu_augment.AugmentSpec.from_args(args, self.cfg)
+        device_spec = gpu_augment.AugmentSpec.from_args(spec.augment, self.cfg)
         info = self.info
-        self.device_augment = gpu_augment.DeviceAugment(spec, info.device if info else "cpu", args.seed,
-                                                        info.rank if info else 0, args.torch_compile)
-        self.dataset.pixel_transform = gpu_augment.FolderInput(source_size(self.dataset, spec.size), spec)
+        self.device_augment = gpu_augment.DeviceAugment(device_spec, info.device if info else "cpu", spec.seed,
+                                                        info.rank if info else 0, spec.torch_compile)
+        self.dataset.pixel_transform = gpu_augment.FolderInput(source_size(self.dataset, device_spec.size),
+                                                               device_spec)
         self.collate = gpu_augment.collate_folder_input
 
 
@@ -130,12 +175,12 @@ class ShardSource(TrainSource):
 
     refuses_augmix = "-w/--webdataset shards"
 
-    def loader(self, args, info) -> shards.LimitedLoader:
-        per_rank_batches = len(self) // (args.batch_size * info.world_size)
+    def loader(self, spec: DataSpec, info) -> shards.LimitedLoader:
+        per_rank_batches = len(self) // (spec.batch_size * info.world_size)
         if per_rank_batches == 0:
             raise UserError(f"--dataset_size {len(self)} is smaller than one global batch "
-                            f"({args.batch_size} x {info.world_size}); lower --batch-size")
-        loader = DataLoader(self.dataset, batch_size=args.batch_size, drop_last=True, **loader_options(args, info))
+                            f"({spec.batch_size} x {info.world_size}); lower --batch-size")
+        loader = DataLoader(self.dataset, batch_size=spec.batch_size, drop_last=True, **loader_options(spec, info))
         return shards.LimitedLoader(loader, per_rank_batches)
 
 
@@ -145,19 +190,19 @@ class DeviceSource(TrainSource):
 
     refuses_augmix = "--synthetic-device"
 
-    def set_transforms(self, args, model) -> None:
-        check_aug_splits(args, self.refuses_augmix)
-        self.cfg = transforms.data_config(args, model)
-        self.dataset.configure(args, self.cfg)
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        check_aug_splits(spec, self.refuses_augmix)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        self.dataset.configure(spec.augment, self.cfg)
 
-    def loader(self, args, info):
+    def loader(self, spec: DataSpec, info):
         self.dataset.check_memory()
         return self.dataset
 
 
-def loader_options(args, info) -> dict:
-    return {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda",
-            "multiprocessing_context": start_method.context() if args.workers > 0 else None}
+def loader_options(spec: DataSpec, info) -> dict:
+    return {"num_workers": spec.workers, "pin_memory": spec.pin_mem and info.device.type == "cuda",
+            "multiprocessing_context": start_method.context() if spec.workers > 0 else None}
 
 
 def source_size(dataset, output_size) -> int:
@@ -195,22 +240,22 @@ class AugMixSplits(AugMixDataset):
         return tuple(views), y
 
 
-def check_aug_splits(args, refused_by: str = "") -> None:
+def check_aug_splits(spec: DataSpec, refused_by: str = "") -> None:
     """The AugMix flag combinations timm's trainer accepted (it asserted on the others); `refused_by` names a
     source that cannot do AugMix."""
-    if args.aug_splits == 1 or args.aug_splits < 0:
-        raise UserError(f"--aug-splits {args.aug_splits}: use 0 (off) or >= 2 (clean + augmented views)")
-    if args.jsd and not args.aug_splits:
+    if spec.augment.aug_splits == 1 or spec.augment.aug_splits < 0:
+        raise UserError(f"--aug-splits {spec.augment.aug_splits}: use 0 (off) or >= 2 (clean + augmented views)")
+    if spec.jsd and not spec.augment.aug_splits:
         raise UserError("--jsd needs --aug-splits N (N >= 2), e.g. --aug-splits 3 --jsd --aa augmix-m5-w4-d2")
-    if args.split_bn and not args.aug_splits:
+    if spec.split_bn and not spec.augment.aug_splits:
         raise UserError("--split-bn needs --aug-splits N (N >= 2)")
-    if not args.aug_splits:
+    if not spec.augment.aug_splits:
         return
     if refused_by:
         raise UserError(f"--aug-splits works with image folders and --synthetic, not {refused_by}")
-    if args.no_aug:
+    if spec.augment.no_aug:
         raise UserError("--aug-splits needs augmentation; drop --no-aug")
-    if args.jsd and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+    if spec.jsd and (spec.mixup > 0 or spec.cutmix > 0 or spec.cutmix_minmax is not None):
         raise UserError("--jsd needs hard labels; drop --mixup/--cutmix (or --jsd)")
 
 
@@ -222,83 +267,82 @@ def concat_splits(batch):
     return images, torch.as_tensor(targets).repeat(len(views[0]))
 
 
-def _check_num_classes(args, found: list[str], root: str) -> int:
-    if args.num_classes is None:
+def _check_num_classes(spec: DataSpec, found: list[str], root: str) -> int:
+    if spec.num_classes is None:
         return len(found)
-    if args.num_classes < len(found):
-        raise UserError(f"--num-classes {args.num_classes} is fewer than the {len(found)} classes found in {root}; "
+    if spec.num_classes < len(found):
+        raise UserError(f"--num-classes {spec.num_classes} is fewer than the {len(found)} classes found in {root}; "
                         f"pass --num-classes {len(found)} or more")
-    return args.num_classes
+    return spec.num_classes
 
 
-def build_train_source(args, info) -> TrainSource:
-    """The training source the command line names: --synthetic (with --synthetic-device on the device),
-    -w/--webdataset shards, or an image folder."""
-    if getattr(args, "synthetic", None):
-        if not args.num_classes:
+def build_train_source(spec: DataSpec, info, device_source=None) -> TrainSource:
+    """The training source the options name: --synthetic (with --synthetic-device on the device: the source
+    `device_source()` builds, fdsl.data.gpu_source), -w/--webdataset shards, or an image folder."""
+    if spec.synthetic:
+        if not spec.num_classes:
             raise UserError("--synthetic needs --num-classes (how many classes to render)")
-        if getattr(args, "synthetic_device", None):
-            from fdsl.data.gpu_source import build_device_source
-
-            source = build_device_source(args, info)
-            return DeviceSource(source, args.num_classes, source.samples_per_epoch)
-        if getattr(args, "synthetic_opt", None):
+        if spec.synthetic_device:
+            source = device_source()
+            return DeviceSource(source, spec.num_classes, source.samples_per_epoch)
+        if spec.synthetic_opt:
             raise UserError("--synthetic-opt needs --synthetic-device (the DataLoader path renders database defaults)")
-        return OnTheFlySource(_onthefly_dataset(args), args.num_classes)
-    if getattr(args, "synthetic_device", None):
+        return OnTheFlySource(_onthefly_dataset(spec), spec.num_classes)
+    if spec.synthetic_device:
         raise UserError("--synthetic-device needs --synthetic DB (the database to render)")
-    if getattr(args, "webdataset", False):
-        return _shard_source(args, info)
-    root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
+    if spec.webdataset:
+        return _shard_source(spec, info)
+    root = spec.train_dir or (folder.find_split(spec.data_dir, spec.train_split) if spec.data_dir else None)
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
-    ds = folder.ImageFolder(root, strict=getattr(args, "strict_data", False))
-    ds.cache = cache.for_folder([path for path, _ in ds.samples], getattr(args, "cache_images", "off"),
-                                max(1, args.workers), lambda line: print0(info, line))
-    return FolderSource(ds, _check_num_classes(args, ds.classes, root), info)
+    ds = folder.ImageFolder(root, strict=spec.strict_data)
+    ds.cache = cache.for_folder([path for path, _ in ds.samples], spec.cache_images,
+                                max(1, spec.workers), lambda line: print0(info, line))
+    return FolderSource(ds, _check_num_classes(spec, ds.classes, root), info)
 
 
-def _onthefly_dataset(args):
+def _onthefly_dataset(spec: DataSpec):
     from fdsl.data.onthefly import OnTheFlyDataset
 
-    size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
-    return OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
-                                         args.synthetic_instances, None)
+    inputs = spec.inputs
+    size = spec.synthetic_size or (inputs.input_size[-1] if inputs.input_size else inputs.img_size) or 224
+    return OnTheFlyDataset.from_registry(spec.synthetic, spec.num_classes, size, spec.synthetic_seed,
+                                         spec.synthetic_instances, None)
 
 
-def _shard_source(args, info) -> ShardSource:
-    if not args.trainshards:
+def _shard_source(spec: DataSpec, info) -> ShardSource:
+    if not spec.trainshards:
         raise UserError("-w/--webdataset needs --trainshards '/PATH/SHARDS-{000000..000099}.tar'")
-    if not args.num_classes:
+    if not spec.num_classes:
         raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
-    ds = shards.ShardDataset(args.trainshards, None, info.rank, info.world_size, args.seed)
-    size, rule = shard_epoch_size(args, ds.urls)
+    ds = shards.ShardDataset(spec.trainshards, None, info.rank, info.world_size, spec.seed)
+    size, rule = shard_epoch_size(spec, ds.urls)
     if info.is_main:
         print(f"epoch: {size:,} samples ({rule})", flush=True)
-    return ShardSource(ds, args.num_classes, size)
+    return ShardSource(ds, spec.num_classes, size)
 
 
-def shard_epoch_size(args, urls: list[str]) -> tuple[int, str]:
+def shard_epoch_size(spec: DataSpec, urls: list[str]) -> tuple[int, str]:
     """(samples per epoch, the rule that gave it): --dataset_size when given; else the samples the shards hold
     when fdsl's manifest.json lies beside them; else the published rule (--num-classes x 1000)."""
-    if args.dataset_size:
-        return args.dataset_size, "--dataset_size"
+    if spec.dataset_size:
+        return spec.dataset_size, "--dataset_size"
     counted = builder.shard_sample_count(urls)
     if counted is not None:
         return counted[0], f"the samples in the shards, from {counted[1]}"
-    return (shards.default_size(args.trainshards, args.num_classes),
+    return (shards.default_size(spec.trainshards, spec.num_classes),
             "published rule: --num-classes x 1000 (x 2000 for _2ki shards); no fdsl manifest.json beside the shards")
 
 
-def build_val_data(args, info, train: TrainSource):
+def build_val_data(spec: DataSpec, info, train: TrainSource):
     """The validation folder: --val-dir, DIR's val split, or (image folders only) the training images."""
     labeled = train.dataset if isinstance(train, FolderSource) else None
-    if args.val_dir:
-        root = args.val_dir
-    elif args.data_dir and folder.has_split(args.data_dir, args.val_split):
-        root = folder.find_split(args.data_dir, args.val_split)
+    if spec.val_dir:
+        root = spec.val_dir
+    elif spec.data_dir and folder.has_split(spec.data_dir, spec.val_split):
+        root = folder.find_split(spec.data_dir, spec.val_split)
     elif labeled is not None:
-        print(f"warning: no val/ or validation/ under {args.data_dir}; validating on the training images",
+        print(f"warning: no val/ or validation/ under {spec.data_dir}; validating on the training images",
               flush=True) if info.is_main else None
         root = labeled.root
     else:
@@ -310,10 +354,10 @@ def build_val_data(args, info, train: TrainSource):
     return ds
 
 
-def val_loader(args, info, dataset) -> DataLoader:
+def val_loader(spec: DataSpec, info, dataset) -> DataLoader:
     sampler = samplers.ShardSampler(len(dataset), info.world_size, info.rank)
-    batch = args.batch_size * getattr(args, "validation_batch_size_multiplier", 1)
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **loader_options(args, info))
+    batch = spec.batch_size * spec.validation_batch_size_multiplier
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **loader_options(spec, info))
 
 
 class TrainLoader:

@@ -63,7 +63,7 @@ class RunConfig:
     torch_compile: bool = False
     ema_decay: float | None = None  # model EMA (timm ModelEmaV3) of method.module
     save_images: bool = False
-    trackers_args: object = None  # the argparse namespace for wandb/TensorBoard (log_wandb, ...), or None
+    trackers_args: object = None  # wandb/TensorBoard (fdsl.engine.logging.TrackerSpec), or None
     describe: str = ""  # one line printed at the start (data, model, sizes)
 
 

@@ -1,7 +1,10 @@
 """What every recipe passes to the epoch driver from its command line."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
+
+from fdsl.engine.logging import TrackerSpec
 
 
 def spec_of(spec_class, args):
@@ -17,6 +20,11 @@ def plain_args(args) -> dict:
             if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
 
 
-def trackers_args(args):
-    """The options wandb / TensorBoard are opened with, or None when neither is asked for."""
-    return args if (args.log_wandb or args.log_tensorboard) else None
+def tracker_spec(args) -> TrackerSpec:
+    """wandb / TensorBoard as the options ask, with all the options as wandb's config."""
+    return dataclasses.replace(spec_of(TrackerSpec, args), config=dict(vars(args)))
+
+
+def trackers_args(args) -> TrackerSpec | None:
+    """The trackers' spec, or None when neither wandb nor TensorBoard is asked for."""
+    return tracker_spec(args) if (args.log_wandb or args.log_tensorboard) else None

@@ -4,6 +4,7 @@ the one loop with resume, checkpoints and logs. pretrain and finetune differ onl
 validates every epoch and may start from --pretrained-path)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -12,8 +13,9 @@ from timm.data import Mixup
 from timm.loss import JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 
+from fdsl.data import transforms
 from fdsl.engine import checkpoint, distributed, fit, schedule
-from fdsl.engine.data import build_train_source, build_val_data, val_loader
+from fdsl.engine.data import DataSpec, build_train_source, build_val_data, val_loader
 from fdsl.engine.fit import seed_epoch
 from fdsl.engine.logging import print0
 from fdsl.engine.loop import LoopContext, amp_setup
@@ -21,7 +23,7 @@ from fdsl.engine.loop import evaluate as loop_evaluate
 from fdsl.engine.method import Classification
 from fdsl.errors import UserError
 from fdsl.models import factory
-from fdsl.recipes.common import plain_args
+from fdsl.recipes.common import plain_args, spec_of, tracker_spec
 
 
 def run_dir_of(args) -> str:
@@ -31,6 +33,12 @@ def run_dir_of(args) -> str:
         size = factory.requested_img_size(args) or 224
         args.experiment = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.replace('/', '_')}-{size}"
     return os.path.join(args.output, args.experiment)
+
+
+def data_spec(args) -> DataSpec:
+    """The run's data options, typed (what fdsl.engine.data reads)."""
+    return dataclasses.replace(spec_of(DataSpec, args), inputs=spec_of(transforms.InputSpec, args),
+                               augment=spec_of(transforms.TrainAugment, args))
 
 
 def build_optimizer(args, model):
@@ -83,7 +91,14 @@ def run_config(args, run_dir: str, finetune: bool, scaler, amp_dtype, describe: 
         amp_dtype=amp_dtype, scaler=scaler, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
         channels_last=args.channels_last, sync_bn=args.sync_bn, torch_compile=args.torch_compile,
         ema_decay=args.model_ema_decay if args.model_ema else None, save_images=args.save_images,
-        trackers_args=args, describe=describe)
+        trackers_args=tracker_spec(args), describe=describe)
+
+
+def device_source(args, info):
+    """--synthetic-device: fdsl.data.gpu_source reads its options from the command line itself."""
+    from fdsl.data import gpu_source
+
+    return gpu_source.build_device_source(args, info)
 
 
 def _run(args, info) -> None:
@@ -91,19 +106,20 @@ def _run(args, info) -> None:
     if not finetune and args.eval_metric != "loss":
         raise UserError(f"--eval-metric {args.eval_metric}: pretrain has no validation set; use --eval-metric loss")
     seed_epoch(args.seed, info.rank, 0)
-    train_data = build_train_source(args, info)
+    data = data_spec(args)
+    train_data = build_train_source(data, info, lambda: device_source(args, info))
     num_classes = train_data.num_classes
     model = factory.create(args, num_classes)
     if finetune and args.pretrained_path:
         checkpoint.load_pretrained(model, args.pretrained_path, args.model, log=lambda m: print0(info, m))
-    train_data.set_transforms(args, model)
+    train_data.set_transforms(data, model)
     if args.split_bn:
         from timm.layers import convert_splitbn_model
 
         model = convert_splitbn_model(model, args.aug_splits)
-    val_data = build_val_data(args, info, train_data) if finetune else None
-    train_loader = train_data.loader(args, info)
-    val_batches = val_loader(args, info, val_data) if val_data else None
+    val_data = build_val_data(data, info, train_data) if finetune else None
+    train_loader = train_data.loader(data, info)
+    val_batches = val_loader(data, info, val_data) if val_data else None
 
     schedule.scale_lr(args, args.batch_size * info.world_size)
     if info.device.type == "cuda":
