@@ -153,6 +153,7 @@ def demo_part(o) -> None:
     from fdsl.cli.args import parse
     from fdsl.engine.data import source_size
     from fdsl.models import factory
+    from fdsl.recipes.supervised import data_spec
 
     torch.set_num_threads(1)
     argv = ["--model", "deit_tiny_patch16_224", "--model-kwargs", "patch_size=8", "embed_dim=128", "depth=4",
@@ -162,7 +163,8 @@ def demo_part(o) -> None:
     args = parse("pretrain", argv)
     step = step_rate(args)
     model = factory.create(args, 100)
-    cfg = transforms.data_config(args, model)
+    data_options = data_spec(args)
+    cfg = transforms.data_config(data_options.inputs, model)
     with tempfile.TemporaryDirectory() as root:
         per_class = o.demo_images // 100
         db = registry.create("fractaldb", classes=100, instances=per_class, size=64, seed=0, pad=2, iterations=16000,
@@ -180,7 +182,7 @@ def demo_part(o) -> None:
                                             ("--cache-images, crop first", True, False, 2),
                                             ("--cache-images --gpu-augment", True, True, 0),
                                             ("--cache-images --gpu-augment", True, True, 2)):
-            ds = ImageFolder(root, transforms.train_transform(args, cfg))
+            ds = ImageFolder(root, transforms.train_transform(data_options.augment, cfg))
             collate, augment = None, None
             if cached:
                 ds.cache = cache.for_folder([p for p, _ in ds.samples], "on", 2, log=lambda _: None)

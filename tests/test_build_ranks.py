@@ -1,6 +1,5 @@
 """Many ranks, one database: rank discovery, the class split, concurrent starts, a killed rank, mpirun,
 the final check by rank 0, --estimate, and the engine's rendezvous and shard epoch size."""
-import argparse
 import os
 import shutil
 import signal
@@ -156,19 +155,20 @@ def test_estimate_prints_rates_and_sizes_and_writes_nothing(tmp_path, fdsl_cli):
 
 
 def test_shard_epoch_is_the_shards_sample_count_when_fdsl_wrote_them(tmp_path):
-    from fdsl.engine.data import shard_epoch_size
+    from dataclasses import replace
+
+    from fdsl.engine.data import DataSpec, shard_epoch_size
 
     plan = builder.BuildPlan(registry.create("rcdb", classes=5, instances=4, size=32), str(tmp_path), fmt="wds",
                              shard_size=6)
     builder.build(plan, progress=False)
     urls = [str(tmp_path / f"SHARDS-{k:06d}.tar") for k in range(4)]
-    args = argparse.Namespace(dataset_size=None, trainshards=str(tmp_path / "SHARDS-{000000..000003}.tar"),
-                              num_classes=5)
+    args = DataSpec(dataset_size=None, trainshards=str(tmp_path / "SHARDS-{000000..000003}.tar"), num_classes=5)
     size, rule = shard_epoch_size(args, urls)
     assert size == 20 and "manifest.json" in rule
     assert shard_epoch_size(args, urls[:2])[0] == 12
     os.remove(tmp_path / "manifest.json")
     assert shard_epoch_size(args, urls) == (5000, shard_epoch_size(args, urls)[1])
     assert "published rule" in shard_epoch_size(args, urls)[1]
-    args.dataset_size = 7
+    args = replace(args, dataset_size=7)
     assert shard_epoch_size(args, urls) == (7, "--dataset_size")

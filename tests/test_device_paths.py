@@ -90,13 +90,12 @@ def test_the_ssl_steps_on_a_device(method_name):
 
 def test_a_missing_wandb_is_one_warning_and_training_goes_on(monkeypatch, tmp_path, capsys):
     """The GPU machine has no wandb: --log-wandb there warns once, naming the package and the fix."""
-    import argparse
     import sys
 
-    from fdsl.engine.logging import start_wandb
+    from fdsl.engine.logging import TrackerSpec, start_wandb
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-    args = argparse.Namespace(project_name="p", group_name="g", entity_name="YOUR_ENTITY")
-    assert start_wandb(args, str(tmp_path)) is None
+    spec = TrackerSpec(project_name="p", group_name="g", entity_name="YOUR_ENTITY")
+    assert start_wandb(spec, str(tmp_path)) is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "wandb package is not installed" in err[0] and "pip install wandb" in err[0]

@@ -158,24 +158,26 @@ def test_augmix_jsd_trains_an_epoch_with_a_finite_loss(pretrain_db, tmp_path):
 
 def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
     from fdsl.cli.args import parse
-    from fdsl.engine.data import build_train_data, make_loader
+    from fdsl.engine.data import build_train_source
     from fdsl.engine.distributed import DistInfo
     from fdsl.models import factory
+    from fdsl.recipes.supervised import data_spec
 
     args = parse("pretrain", [pretrain_db, *TINY_VIT, "-j", "0", "-b", "4", "--aug-splits", "3", "--jsd",
                               "--aa", "augmix-m3-w2-d1"])
     info = DistInfo()
-    data = build_train_data(args, info)
+    spec = data_spec(args)
+    data = build_train_source(spec, info)
     model = factory.create(args, data.num_classes)
-    data.set_transforms(args, model)
-    images, targets = next(iter(make_loader(args, info, data)))
+    data.set_transforms(spec, model)
+    images, targets = next(iter(data.loader(spec, info)))
     assert images.shape == (12, 3, 16, 16) and model(images).shape == (12, 4)
     assert torch.equal(targets[:4], targets[4:8]) and torch.equal(targets[:4], targets[8:])
     clean, augmented, _ = torch.split(images, 4)
     assert not torch.equal(clean, augmented)  # split 0 is clean, the others AugMix views of the same images
     from timm.loss import JsdCrossEntropy
 
-    from fdsl.engine.trainer import build_loss
+    from fdsl.recipes.supervised import build_loss
 
     assert isinstance(build_loss(args, mixup_active=False), JsdCrossEntropy)
 
@@ -186,9 +188,10 @@ def test_bad_augmix_flags_are_rejected(flags):
     from fdsl.cli.args import parse
     from fdsl.engine.data import check_aug_splits
     from fdsl.errors import UserError
+    from fdsl.recipes.supervised import data_spec
 
     with pytest.raises(UserError):
-        check_aug_splits(parse("pretrain", flags), "folder")
+        check_aug_splits(data_spec(parse("pretrain", flags)))
 
 
 def test_bad_augmix_flags_are_one_line_and_nonzero(pretrain_db, tmp_path):
@@ -234,15 +237,17 @@ def test_split_bn_gives_each_augmix_split_its_own_batchnorm(pretrain_db, tmp_pat
 @pytest.mark.parametrize("resplit", [False, True])
 def test_resplit_keeps_the_clean_augmix_view_unerased(resplit, pretrain_db):
     from fdsl.cli.args import parse
-    from fdsl.engine.data import build_train_data
+    from fdsl.engine.data import build_train_source
     from fdsl.engine.distributed import DistInfo
     from fdsl.models import factory
+    from fdsl.recipes.supervised import data_spec
 
     # a full-image crop and no flip: the clean view is deterministic unless it is randomly erased
     args = parse("pretrain", [pretrain_db, *TINY_VIT, "--aug-splits", "2", "--aa", "augmix-m3-w2-d1", "--scale", "1",
                               "1", "--ratio", "1", "1", "--hflip", "0", "--reprob", "1"] + ["--resplit"] * resplit)
-    data = build_train_data(args, DistInfo())
-    data.set_transforms(args, factory.create(args, data.num_classes))
+    spec = data_spec(args)
+    data = build_train_source(spec, DistInfo())
+    data.set_transforms(spec, factory.create(args, data.num_classes))
     torch.manual_seed(0)
     first, second = data.loader_dataset[0][0][0], data.loader_dataset[0][0][0]
     assert torch.equal(first, second) == resplit

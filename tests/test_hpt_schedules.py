@@ -12,8 +12,8 @@ import pytest
 import torch
 from timm.scheduler import MultiStepLRScheduler
 
-from fdsl.ssl.hpt.pretrain import PassCosine, budget
-from fdsl.ssl.hpt.probe import decay_points
+from fdsl.recipes.hpt_pretrain import PassCosine, budget
+from fdsl.recipes.hpt_probe import decay_points
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

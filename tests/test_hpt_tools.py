@@ -194,13 +194,14 @@ def test_project_layout_and_unknown_keys(proj, fdsl_cli):
     ft = _yaml(proj / "hpt/configs/finetune/4-labels/4-iter-0_01-lr-finetune.yaml")
     assert ft["train_list"].endswith("lists/train-4.txt") and ft["head_lr_mult"] == 100
     assert len((proj / "hpt/lists/train-4.txt").read_text().splitlines()) == 4
+    from fdsl.cli import hpt_options
     from fdsl.cli.hpt import _stage_parser
     from fdsl.ssl.hpt import options
 
     for rel in configs:  # every generated config is a valid set of options of its stage
         table = options.PRETRAIN if rel.startswith("pretrain") else options.PROBE
         parser = _stage_parser("x", table, "")
-        args = options.parse(parser, ["--config", str(proj / "hpt" / "configs" / rel)], table)
+        args = hpt_options.parse(parser, ["--config", str(proj / "hpt" / "configs" / rel)], table)
         assert args.output and args.arch == "resnet18", rel
 
     bad = _yaml(proj / "toy.yaml")

@@ -142,13 +142,11 @@ def test_clustering_refuses_what_cannot_fit_in_memory(monkeypatch):
 
 
 def test_flat_folders_have_no_class_labels(tmp_path):
-    from argparse import Namespace
-
     from PIL import Image
 
-    from fdsl.ssl.data import build_source
+    from fdsl.ssl.data import SourceSpec, build_source
 
     for i in range(3):
         Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / f"{i}.png")
-    source, labels, _ = build_source(Namespace(synthetic=None, trainshards=None, data_path=str(tmp_path)))
+    source, labels, _ = build_source(SourceSpec(data_path=str(tmp_path)))
     assert len(source) == 3 and labels is None

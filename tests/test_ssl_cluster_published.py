@@ -413,8 +413,8 @@ def test_pca_matches_the_published_fit(published):
 def test_eval_pretrain_reads_the_same_order_every_epoch_as_published():
     """eval_pretrain.py:196 builds a fresh DistributedSampler each epoch (epoch 0): the same order every
     epoch. fdsl's default keeps that order; the augmentation seeds still change; --reshuffle true draws anew."""
-    from fdsl.cli.eval_pretrain import SameOrder
     from fdsl.eval import data as ed
+    from fdsl.recipes.eval_pretrain import SameOrder
 
     loader = ed.train_loader(list(range(40)), 4, 0, DistInfo(), seed=3)
     same = SameOrder(loader)

@@ -66,15 +66,17 @@ def test_dataloader_workers_and_their_shared_counters_use_the_start_method(tmp_p
     from test_engine_util import make_folder
 
     from fdsl.cli.args import parse
-    from fdsl.engine.data import build_train_data, make_loader
+    from fdsl.engine.data import build_train_source
     from fdsl.engine.distributed import DistInfo
+    from fdsl.recipes.supervised import data_spec
 
     folder = make_folder(tmp_path, classes=2, per_class=4)
     monkeypatch.setenv(start_method.ENV, "spawn")
     args = parse("pretrain", [folder, "-j", "1", "-b", "2"])
-    data = build_train_data(args, DistInfo())
+    spec = data_spec(args)
+    data = build_train_source(spec, DistInfo())
     assert data.dataset.cache is None  # auto: the cache needs fork
-    loader = make_loader(args, DistInfo(), data)
+    loader = data.loader(spec, DistInfo())
     assert loader.loader.multiprocessing_context.get_start_method() == "spawn"
     bad_files = data.dataset.bad_files  # counted by the workers: its lock must pass to a spawned process
     child = start_method.context().Process(target=type(bad_files).add, args=(bad_files, "broken.png"))

@@ -214,6 +214,7 @@ def check_loader(o) -> tuple[str, str]:
     from fdsl.data.folder import ImageFolder
     from fdsl.data.png import encode
     from fdsl.data.transforms import data_config, train_transform
+    from fdsl.recipes.supervised import data_spec
 
     device = device_of(o.device)
     pin = device.type == "cuda"
@@ -225,7 +226,8 @@ def check_loader(o) -> tuple[str, str]:
             with open(f"{folder}/{i:05d}.png", "wb") as handle:
                 handle.write(encode(rng.integers(0, 255, (o.size, o.size), dtype=np.uint8)))
         args = parse("pretrain", ["--img-size", str(min(224, o.size)), "--aa", "rand-m9-mstd0.5-inc1"])
-        dataset = ImageFolder(root, train_transform(args, data_config(args, None)))
+        spec = data_spec(args)
+        dataset = ImageFolder(root, train_transform(spec.augment, data_config(spec.inputs, None)))
         loader = torch.utils.data.DataLoader(dataset, batch_size=o.batch, num_workers=o.workers, pin_memory=pin,
                                              drop_last=True)
         start, seen, pinned = time.perf_counter(), 0, True

@@ -14,6 +14,7 @@ from fdsl.cli import model_card
 from fdsl.data import transforms
 from fdsl.engine import released
 from fdsl.errors import UserError
+from fdsl.recipes.common import spec_of
 
 EXAMPLES = """examples:
   fdsl export output/pretrain/run/model_best.pth.tar --out fractaldb-deit-tiny
@@ -53,7 +54,7 @@ def load_model(args, command: str):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     model = released.build_model(weights, opts)
-    return weights, model, transforms.data_config(opts, model)
+    return weights, model, transforms.data_config(spec_of(transforms.InputSpec, opts), model)
 
 
 def build_parser() -> argparse.ArgumentParser:

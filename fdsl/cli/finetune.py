@@ -1,5 +1,5 @@
-"""`fdsl finetune` / `python finetune.py`: the published argparse command line (spec 3), or the hydra-style
-`key=value` command line of VisualAtom's finetune.py and 1p-frac's main.py (spec 4)."""
+"""`fdsl finetune` / `python finetune.py`: the published argparse command line, or the hydra-style
+`key=value` command line of VisualAtom's finetune.py and 1p-frac's main.py (docs/training.md)."""
 from __future__ import annotations
 
 import sys
@@ -25,8 +25,8 @@ Flags after --config override the recipe; --batch-size is per process; --resume 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from fdsl.engine import trainer
+    from fdsl.recipes import supervised
 
     if hydra.is_hydra(argv):
-        return trainer.run(hydra.to_args(argv))
-    return trainer.run(cli_args.parse("finetune", argv, USAGE, EXAMPLES))
+        return supervised.run(hydra.to_args(argv))
+    return supervised.run(cli_args.parse("finetune", argv, USAGE, EXAMPLES))

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
 
 
 def _stage_parser(name: str, table: dict, text: str) -> Parser:
-    from fdsl.ssl.hpt.options import add_options
+    from fdsl.cli.hpt_options import add_options
 
     p = Parser(prog=f"fdsl hpt {name}", formatter_class=HelpFormatter, description=text)
     p.add_argument("--config", help="stage YAML (written by `fdsl hpt project`); its keys are these options")
@@ -63,19 +63,21 @@ def _stage_parser(name: str, table: dict, text: str) -> Parser:
 
 
 def cmd_pretrain(argv: list[str]) -> int:
+    from fdsl.cli import hpt_options
     from fdsl.ssl.hpt import options
 
     parser = _stage_parser("pretrain", options.PRETRAIN, "Pre-train a backbone with MoCo v2 or BYOL for a fixed "
                            "number of optimiser steps, from a base checkpoint or random init; writes "
                            "final_backbone.pth (+ .json naming the chain) in --output.")
-    args = options.parse(parser, argv, options.PRETRAIN)
-    options.fill_method_defaults(args)
-    from fdsl.ssl.hpt.pretrain import run
+    args = hpt_options.parse(parser, argv, options.PRETRAIN)
+    hpt_options.fill_method_defaults(args)
+    from fdsl.recipes.hpt_pretrain import run
 
     return run(args)
 
 
 def _probe(argv: list[str], protocol: str) -> int:
+    from fdsl.cli import hpt_options
     from fdsl.ssl.hpt import options
 
     table = dict(options.PROBE)
@@ -87,9 +89,9 @@ def _probe(argv: list[str], protocol: str) -> int:
     parser = _stage_parser(protocol, table, "Linear probe (frozen backbone incl. BN stats, SGD, step schedule) "
                            "or fine-tuning (head lr x100) of a backbone, with val and test tracked; writes "
                            "metrics.jsonl and result.json in --output.")
-    args = options.parse(parser, argv, table)
+    args = hpt_options.parse(parser, argv, table)
     args.protocol = protocol
-    from fdsl.ssl.hpt.probe import run
+    from fdsl.recipes.hpt_probe import run
 
     return run(args)
 

@@ -1,4 +1,4 @@
-"""`fdsl pretrain` / `python pretrain.py`: the published pretrain.py command line (spec 1.2)."""
+"""`fdsl pretrain` / `python pretrain.py`: the published pretrain.py command line (docs/training.md)."""
 from __future__ import annotations
 
 import sys
@@ -23,8 +23,8 @@ Flags after --config override the recipe; --batch-size is per process; --resume 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from fdsl.engine import trainer
+    from fdsl.recipes import supervised
 
     if hydra.is_hydra(argv):  # 1p-frac's main.py pre-trains with mode=pretrain
-        return trainer.run(hydra.to_args(argv))
-    return trainer.run(cli_args.parse("pretrain", argv, USAGE, EXAMPLES))
+        return supervised.run(hydra.to_args(argv))
+    return supervised.run(cli_args.parse("pretrain", argv, USAGE, EXAMPLES))

@@ -1,10 +1,12 @@
-"""timm transforms with the published flag semantics (spec 1.10, 1.12), always the CPU (no-prefetcher) path:
+"""timm transforms with the published flag semantics (docs/training.md), always the CPU (no-prefetcher) path:
 RandomResizedCrop, flips, RandAugment or ColorJitter, ToTensor, Normalize, RandomErasing.
 
 ``crop_first`` runs the same transform on a uint8 array: its RandomResizedCrop is cut from the array (a gray
 image resized as gray) before the RGB conversion, with the same random draws, so the output is the same.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 from timm.data import auto_augment, create_transform, resolve_data_config
@@ -29,27 +31,59 @@ for _name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
     auto_augment.NAME_TO_OP[_name] = _posterize
 
 
-def data_config(args, model) -> dict:
-    """input_size, interpolation, mean, std, crop_pct from the flags, else the model's pretrained cfg."""
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's input as the options give it; what they leave out comes from the model's pretrained cfg."""
+
+    input_size: list[int] | None = None  # C H W
+    img_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None  # eval resize
+    crop_pct: float | None = None  # eval center crop
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """The training augmentation options (timm's names and defaults)."""
+
+    no_aug: bool = False
+    scale: list[float] = (0.08, 1.0)
+    ratio: list[float] = (3.0 / 4.0, 4.0 / 3.0)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: float | None = 0.4
+    aa: str | None = None  # AutoAugment / RandAugment / AugMix spec
+    train_interpolation: str = "random"
+    reprob: float = 0.0  # RandomErasing
+    remode: str = "const"
+    recount: int = 1
+    aug_splits: int = 0  # AugMix: clean + augmented views
+    resplit: bool = False
+
+
+def data_config(inputs: InputSpec, model) -> dict:
+    """input_size, interpolation, mean, std, crop_pct from the options, else the model's pretrained cfg."""
     overrides = {
-        "input_size": tuple(args.input_size) if args.input_size else None,
-        "img_size": args.img_size,
-        "mean": args.mean,
-        "std": args.std,
-        "interpolation": args.interpolation or None,
-        "crop_pct": getattr(args, "crop_pct", None),
+        "input_size": tuple(inputs.input_size) if inputs.input_size else None,
+        "img_size": inputs.img_size,
+        "mean": inputs.mean,
+        "std": inputs.std,
+        "interpolation": inputs.interpolation or None,
+        "crop_pct": inputs.crop_pct,
     }
     return resolve_data_config({k: v for k, v in overrides.items() if v is not None}, model=model)
 
 
-def train_transform(args, cfg: dict):
-    """One transform, or with --aug-splits timm's (base, augmentation, normalize) triple for AugMixDataset."""
+def train_transform(augment: TrainAugment, cfg: dict):
+    """One transform, or with aug_splits timm's (base, augmentation, normalize) triple for AugMixDataset."""
     return create_transform(
-        cfg["input_size"], is_training=True, no_aug=args.no_aug, scale=tuple(args.scale), ratio=tuple(args.ratio),
-        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa,
-        interpolation=args.train_interpolation if not args.no_aug else cfg["interpolation"],
-        mean=cfg["mean"], std=cfg["std"], re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
-        re_num_splits=args.aug_splits if args.resplit else 0, separate=args.aug_splits > 0,
+        cfg["input_size"], is_training=True, no_aug=augment.no_aug, scale=tuple(augment.scale),
+        ratio=tuple(augment.ratio), hflip=augment.hflip, vflip=augment.vflip, color_jitter=augment.color_jitter,
+        auto_augment=augment.aa,
+        interpolation=augment.train_interpolation if not augment.no_aug else cfg["interpolation"],
+        mean=cfg["mean"], std=cfg["std"], re_prob=augment.reprob, re_mode=augment.remode, re_count=augment.recount,
+        re_num_splits=augment.aug_splits if augment.resplit else 0, separate=augment.aug_splits > 0,
     )
 
 

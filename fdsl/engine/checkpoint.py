@@ -20,12 +20,6 @@ from fdsl.errors import UserError
 VERSION = 2
 
 
-def plain_args(args) -> dict:
-    """A run's flags as a dict of plain values: loads with torch.load(weights_only=True) and dumps as YAML."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-            if v is None or isinstance(v, (str, int, float, bool, list, tuple, dict))}
-
-
 def save_atomic(obj, path: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)

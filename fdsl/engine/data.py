@@ -1,9 +1,11 @@
-"""Choosing the training source (image folder, webdataset shards or on-the-fly rendering), its transforms,
-sampler and DataLoader, plus the validation folder. Bad input is checked here, before any file is written."""
+"""The data of a supervised run: the training source (image folder, webdataset shards, on-the-fly rendering
+in the workers or on the device; one class each), its transforms, sampler and loader, plus the validation
+folder. Bad input is checked here, before any file is written."""
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,60 +21,190 @@ from fdsl.engine.logging import print0
 from fdsl.errors import UserError
 
 
-class TrainData:
-    def __init__(self, kind: str, dataset, num_classes: int, samples_per_epoch: int | None = None, info=None):
-        self.kind = kind  # "folder" | "shards" | "onthefly" | "device"
+@dataclass(frozen=True)
+class DataSpec:
+    """The data options of a supervised run, typed (the recipe fills it from the command line; options a
+    command lacks keep these defaults). docs/training.md has each flag."""
+
+    # where the training images come from
+    data_dir: str | None = None
+    train_dir: str | None = None
+    train_split: str = "train"
+    val_dir: str | None = None
+    val_split: str = "validation"
+    num_classes: int | None = None
+    webdataset: bool = False
+    trainshards: str | None = None
+    dataset_size: int | None = None
+    synthetic: str | None = None
+    synthetic_device: str | None = None
+    synthetic_opt: list[str] = ()
+    synthetic_size: int | None = None
+    synthetic_seed: int = 0
+    synthetic_instances: int = 1000
+    strict_data: bool = False
+    cache_images: str = "off"
+    # how they are read
+    batch_size: int = 32  # per process
+    validation_batch_size_multiplier: int = 1
+    workers: int = 4
+    pin_mem: bool = False
+    repeated_aug: bool = False
+    seed: int = 42
+    gpu_augment: bool = False
+    torch_compile: bool = False
+    # the flags AugMix must agree with
+    jsd: bool = False
+    split_bn: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    cutmix_minmax: list[float] | None = None
+    inputs: transforms.InputSpec = field(default_factory=transforms.InputSpec)
+    augment: transforms.TrainAugment = field(default_factory=transforms.TrainAugment)
+
+
+class TrainSource:
+    """What a supervised run trains on, one subclass per kind of source. `build_train_source` makes one from a
+    DataSpec; the recipe then calls `set_transforms` (once the model fixes the input size) and `loader`;
+    the epoch driver calls `set_epoch` and `take_bad_files`."""
+
+    refuses_augmix = ""  # the flag that names this source in the error when it cannot do AugMix
+
+    def __init__(self, dataset, num_classes: int, samples_per_epoch: int | None = None):
         self.dataset = dataset
         self.num_classes = num_classes
         self.samples_per_epoch = samples_per_epoch
-        self.info = info  # the engine's DistInfo (rank, device)
+        self.cfg = None  # timm's data config (input size, mean, std, ...), from set_transforms
         self.sampler = None
-        self.cfg = None
-        self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
-        self.device_augment = None  # --gpu-augment: the training step's half (DeviceAugment)
-        self.collate = None
+        self.device_augment = None  # --gpu-augment: the training step's half (fdsl.data.batch_augment.folder.DeviceAugment)
 
     def __len__(self) -> int:
         return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.dataset)
 
-    def set_transforms(self, args, model) -> None:
-        check_aug_splits(args, self.kind)
-        self.cfg = transforms.data_config(args, model)
-        if self.kind == "device":  # augmented per sample on the device (fdsl.data.batch_augment)
-            self.dataset.configure(args, self.cfg)
-            return
-        if getattr(args, "gpu_augment", False):
-            self.set_device_augment(args)
-            return
-        self.dataset.transform = transforms.train_transform(args, self.cfg)
-        if args.aug_splits:
-            self.loader_dataset = AugMixSplits(self.dataset, args.aug_splits, erase_clean=not args.resplit)
-        elif self.kind == "folder":  # crop the uint8 image before converting it (same draws, same output)
-            self.dataset.pixel_transform = transforms.crop_first(self.dataset.transform)
-
-    def set_device_augment(self, args) -> None:
-        """--gpu-augment: workers read, decode and draw crop boxes; the step augments on the device."""
-        if self.kind != "folder":
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        check_aug_splits(spec, self.refuses_augmix)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        if spec.gpu_augment:
             raise UserError("--gpu-augment works with image folders (use --synthetic-device for on-the-fly "
                             "rendering); drop --gpu-augment")
-        if args.aug_splits:
-            raise UserError("--gpu-augment does not do AugMix; drop --aug-splits or --gpu-augment")
-        spec = AugmentSpec.from_args(args, self.cfg)
-        info = self.info
-        self.device_augment = DeviceAugment(spec, info.device if info else "cpu", args.seed,
-                                           info.rank if info else 0, args.torch_compile)
-        self.dataset.pixel_transform = FolderInput(source_size(self.dataset, spec.size), spec)
-        self.collate = collate_folder_input
+        self.dataset.transform = transforms.train_transform(spec.augment, self.cfg)
 
-    def take_bad_files(self) -> tuple[int, str]:
-        """(unreadable images skipped since the last call, one of their paths); folders only."""
-        bad = getattr(self.dataset, "bad_files", None)
-        return bad.take() if bad is not None else (0, "")
+    def loader(self, spec: DataSpec, info):
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         for obj in (self.sampler, self.dataset, self.device_augment):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
+
+    def take_bad_files(self) -> tuple[int, str]:
+        """(unreadable images skipped since the last call, one of their paths); image folders count them."""
+        bad = getattr(self.dataset, "bad_files", None)
+        return bad.take() if bad is not None else (0, "")
+
+
+class SampledSource(TrainSource):
+    """A map-style dataset read through a seeded, resumable sampler; AugMix (--aug-splits) wraps it."""
+
+    def __init__(self, dataset, num_classes: int):
+        super().__init__(dataset, num_classes)
+        self.loader_dataset = dataset  # what the DataLoader reads: the dataset, or its AugMix wrapper
+        self.collate = None
+
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        super().set_transforms(spec, model)
+        augment = spec.augment
+        if augment.aug_splits:
+            self.loader_dataset = AugMixSplits(self.dataset, augment.aug_splits, erase_clean=not augment.resplit)
+
+    def loader(self, spec: DataSpec, info) -> TrainLoader:
+        """drop_last, RASampler / DistributedSampler. Workers are not persistent, so each epoch's worker seeds
+        come from the per-epoch RNG and a resumed run replays the same augmentation."""
+        n = len(self)
+        if spec.repeated_aug:
+            sampler = samplers.RASampler(n, info.world_size, info.rank, seed=spec.seed)
+        else:  # seeded by (seed, epoch) also on one process, so the order survives a resume
+            sampler = DistributedSampler(self.dataset, info.world_size, info.rank, shuffle=True, seed=spec.seed)
+        self.sampler = samplers.Resumable(sampler, spec.seed, info.rank)
+        per_rank = len(self.sampler)
+        if per_rank < spec.batch_size:
+            raise UserError(f"--batch-size {spec.batch_size} is larger than the {per_rank} training images per "
+                            f"process ({n} images, {info.world_size} process(es)); lower --batch-size")
+        collate = concat_splits if spec.augment.aug_splits else self.collate
+        loader = DataLoader(samplers.Seeded(self.loader_dataset), batch_size=spec.batch_size, sampler=self.sampler,
+                            drop_last=True, worker_init_fn=_worker_init, collate_fn=collate,
+                            **loader_options(spec, info))
+        return TrainLoader(loader, self.sampler, spec.batch_size, self.device_augment)
+
+
+class FolderSource(SampledSource):
+    """An image folder (fdsl.data.folder.ImageFolder), optionally cached in memory; the only source that
+    --gpu-augment can augment on the device."""
+
+    def __init__(self, dataset, num_classes: int, info):
+        super().__init__(dataset, num_classes)
+        self.info = info  # the engine's DistInfo (rank, device)
+
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        if not spec.gpu_augment:
+            super().set_transforms(spec, model)
+            if not spec.augment.aug_splits:  # crop the uint8 image first (same draws, same output)
+                self.dataset.pixel_transform = transforms.crop_first(self.dataset.transform)
+            return
+        check_aug_splits(spec)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        self.set_device_augment(spec)
+
+    def set_device_augment(self, spec: DataSpec) -> None:
+        """--gpu-augment: workers read, decode and draw crop boxes; the step augments on the device."""
+        if spec.augment.aug_splits:
+            raise UserError("--gpu-augment does not do AugMix; drop --aug-splits or --gpu-augment")
+        device_spec = AugmentSpec.from_args(spec.augment, self.cfg)
+        info = self.info
+        self.device_augment = DeviceAugment(device_spec, info.device if info else "cpu", spec.seed,
+                                                        info.rank if info else 0, spec.torch_compile)
+        self.dataset.pixel_transform = FolderInput(source_size(self.dataset, device_spec.size),
+                                                               device_spec)
+        self.collate = collate_folder_input
+
+
+class OnTheFlySource(SampledSource):
+    """A database rendered on the fly in the DataLoader workers (fdsl.data.onthefly)."""
+
+
+class ShardSource(TrainSource):
+    """Webdataset shards, streamed: each rank reads its own shards for a fixed number of samples per epoch."""
+
+    refuses_augmix = "-w/--webdataset shards"
+
+    def loader(self, spec: DataSpec, info) -> shards.LimitedLoader:
+        per_rank_batches = len(self) // (spec.batch_size * info.world_size)
+        if per_rank_batches == 0:
+            raise UserError(f"--dataset_size {len(self)} is smaller than one global batch "
+                            f"({spec.batch_size} x {info.world_size}); lower --batch-size")
+        loader = DataLoader(self.dataset, batch_size=spec.batch_size, drop_last=True, **loader_options(spec, info))
+        return shards.LimitedLoader(loader, per_rank_batches)
+
+
+class DeviceSource(TrainSource):
+    """A database rendered and augmented per sample on the device (fdsl.data.device): no DataLoader, the
+    source is its own loader."""
+
+    refuses_augmix = "--synthetic-device"
+
+    def set_transforms(self, spec: DataSpec, model) -> None:
+        check_aug_splits(spec, self.refuses_augmix)
+        self.cfg = transforms.data_config(spec.inputs, model)
+        self.dataset.configure(spec.augment, self.cfg)
+
+    def loader(self, spec: DataSpec, info):
+        self.dataset.check_memory()
+        return self.dataset
+
+
+def loader_options(spec: DataSpec, info) -> dict:
+    return {"num_workers": spec.workers, "pin_memory": spec.pin_mem and info.device.type == "cuda",
+            "multiprocessing_context": start_method.context() if spec.workers > 0 else None}
 
 
 def source_size(dataset, output_size) -> int:
@@ -110,23 +242,22 @@ class AugMixSplits(AugMixDataset):
         return tuple(views), y
 
 
-def check_aug_splits(args, kind: str) -> None:
-    """The AugMix flag combinations timm's trainer accepted (it asserted on the others)."""
-    if args.aug_splits == 1 or args.aug_splits < 0:
-        raise UserError(f"--aug-splits {args.aug_splits}: use 0 (off) or >= 2 (clean + augmented views)")
-    if args.jsd and not args.aug_splits:
+def check_aug_splits(spec: DataSpec, refused_by: str = "") -> None:
+    """The AugMix flag combinations timm's trainer accepted (it asserted on the others); `refused_by` names a
+    source that cannot do AugMix."""
+    if spec.augment.aug_splits == 1 or spec.augment.aug_splits < 0:
+        raise UserError(f"--aug-splits {spec.augment.aug_splits}: use 0 (off) or >= 2 (clean + augmented views)")
+    if spec.jsd and not spec.augment.aug_splits:
         raise UserError("--jsd needs --aug-splits N (N >= 2), e.g. --aug-splits 3 --jsd --aa augmix-m5-w4-d2")
-    if args.split_bn and not args.aug_splits:
+    if spec.split_bn and not spec.augment.aug_splits:
         raise UserError("--split-bn needs --aug-splits N (N >= 2)")
-    if not args.aug_splits:
+    if not spec.augment.aug_splits:
         return
-    if kind == "shards":
-        raise UserError("--aug-splits works with image folders and --synthetic, not -w/--webdataset shards")
-    if kind == "device":
-        raise UserError("--aug-splits works with image folders and --synthetic, not --synthetic-device")
-    if args.no_aug:
+    if refused_by:
+        raise UserError(f"--aug-splits works with image folders and --synthetic, not {refused_by}")
+    if spec.augment.no_aug:
         raise UserError("--aug-splits needs augmentation; drop --no-aug")
-    if args.jsd and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+    if spec.jsd and (spec.mixup > 0 or spec.cutmix > 0 or spec.cutmix_minmax is not None):
         raise UserError("--jsd needs hard labels; drop --mixup/--cutmix (or --jsd)")
 
 
@@ -138,117 +269,97 @@ def concat_splits(batch):
     return images, torch.as_tensor(targets).repeat(len(views[0]))
 
 
-def _check_num_classes(args, found: list[str], root: str) -> int:
-    if args.num_classes is None:
+def _check_num_classes(spec: DataSpec, found: list[str], root: str) -> int:
+    if spec.num_classes is None:
         return len(found)
-    if args.num_classes < len(found):
-        raise UserError(f"--num-classes {args.num_classes} is fewer than the {len(found)} classes found in {root}; "
+    if spec.num_classes < len(found):
+        raise UserError(f"--num-classes {spec.num_classes} is fewer than the {len(found)} classes found in {root}; "
                         f"pass --num-classes {len(found)} or more")
-    return args.num_classes
+    return spec.num_classes
 
 
-def build_train_data(args, info) -> TrainData:
-    if getattr(args, "synthetic", None):
-        from fdsl.data.onthefly import OnTheFlyDataset
-
-        if not args.num_classes:
+def build_train_source(spec: DataSpec, info, device_source=None) -> TrainSource:
+    """The training source the options name: --synthetic (with --synthetic-device on the device: the source
+    `device_source()` builds, fdsl.data.device), -w/--webdataset shards, or an image folder."""
+    if spec.synthetic:
+        if not spec.num_classes:
             raise UserError("--synthetic needs --num-classes (how many classes to render)")
-        if getattr(args, "synthetic_device", None):
-            from fdsl.data.device.source import build_device_source
-
-            source = build_device_source(args, info)
-            return TrainData("device", source, args.num_classes, source.samples_per_epoch)
-        if getattr(args, "synthetic_opt", None):
+        if spec.synthetic_device:
+            source = device_source()
+            return DeviceSource(source, spec.num_classes, source.samples_per_epoch)
+        if spec.synthetic_opt:
             raise UserError("--synthetic-opt needs --synthetic-device (the DataLoader path renders database defaults)")
-        size = args.synthetic_size or (args.input_size[-1] if args.input_size else args.img_size) or 224
-        ds = OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
-                                           args.synthetic_instances, None)
-        return TrainData("onthefly", ds, args.num_classes)
-    if getattr(args, "synthetic_device", None):
+        return OnTheFlySource(_onthefly_dataset(spec), spec.num_classes)
+    if spec.synthetic_device:
         raise UserError("--synthetic-device needs --synthetic DB (the database to render)")
-    if getattr(args, "webdataset", False):
-        if not args.trainshards:
-            raise UserError("-w/--webdataset needs --trainshards '/PATH/SHARDS-{000000..000099}.tar'")
-        if not args.num_classes:
-            raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
-        ds = shards.ShardDataset(args.trainshards, None, info.rank, info.world_size, args.seed)
-        size, rule = shard_epoch_size(args, ds.urls)
-        if info.is_main:
-            print(f"epoch: {size:,} samples ({rule})", flush=True)
-        return TrainData("shards", ds, args.num_classes, size)
-    root = args.train_dir or (folder.find_split(args.data_dir, args.train_split) if args.data_dir else None)
+    if spec.webdataset:
+        return _shard_source(spec, info)
+    root = spec.train_dir or (folder.find_split(spec.data_dir, spec.train_split) if spec.data_dir else None)
     if not root:
         raise UserError("no training data: pass DIR (an image folder), -w --trainshards, or --synthetic DB")
-    ds = folder.ImageFolder(root, strict=getattr(args, "strict_data", False))
-    ds.cache = cache.for_folder([path for path, _ in ds.samples], getattr(args, "cache_images", "off"),
-                                max(1, args.workers), lambda line: print0(info, line))
-    return TrainData("folder", ds, _check_num_classes(args, ds.classes, root), info=info)
+    ds = folder.ImageFolder(root, strict=spec.strict_data)
+    ds.cache = cache.for_folder([path for path, _ in ds.samples], spec.cache_images,
+                                max(1, spec.workers), lambda line: print0(info, line))
+    return FolderSource(ds, _check_num_classes(spec, ds.classes, root), info)
 
 
-def shard_epoch_size(args, urls: list[str]) -> tuple[int, str]:
+def _onthefly_dataset(spec: DataSpec):
+    from fdsl.data.onthefly import OnTheFlyDataset
+
+    inputs = spec.inputs
+    size = spec.synthetic_size or (inputs.input_size[-1] if inputs.input_size else inputs.img_size) or 224
+    return OnTheFlyDataset.from_registry(spec.synthetic, spec.num_classes, size, spec.synthetic_seed,
+                                         spec.synthetic_instances, None)
+
+
+def _shard_source(spec: DataSpec, info) -> ShardSource:
+    if not spec.trainshards:
+        raise UserError("-w/--webdataset needs --trainshards '/PATH/SHARDS-{000000..000099}.tar'")
+    if not spec.num_classes:
+        raise UserError("-w/--webdataset needs --num-classes (shards carry no class list)")
+    ds = shards.ShardDataset(spec.trainshards, None, info.rank, info.world_size, spec.seed)
+    size, rule = shard_epoch_size(spec, ds.urls)
+    if info.is_main:
+        print(f"epoch: {size:,} samples ({rule})", flush=True)
+    return ShardSource(ds, spec.num_classes, size)
+
+
+def shard_epoch_size(spec: DataSpec, urls: list[str]) -> tuple[int, str]:
     """(samples per epoch, the rule that gave it): --dataset_size when given; else the samples the shards hold
     when fdsl's manifest.json lies beside them; else the published rule (--num-classes x 1000)."""
-    if args.dataset_size:
-        return args.dataset_size, "--dataset_size"
+    if spec.dataset_size:
+        return spec.dataset_size, "--dataset_size"
     counted = builder.shard_sample_count(urls)
     if counted is not None:
         return counted[0], f"the samples in the shards, from {counted[1]}"
-    return (shards.default_size(args.trainshards, args.num_classes),
+    return (shards.default_size(spec.trainshards, spec.num_classes),
             "published rule: --num-classes x 1000 (x 2000 for _2ki shards); no fdsl manifest.json beside the shards")
 
 
-def build_val_data(args, info, model, train_data: TrainData):
-    if args.val_dir:
-        root = args.val_dir
-    elif args.data_dir and folder.has_split(args.data_dir, args.val_split):
-        root = folder.find_split(args.data_dir, args.val_split)
-    elif train_data.kind == "folder":
-        print(f"warning: no val/ or validation/ under {args.data_dir}; validating on the training images",
+def build_val_data(spec: DataSpec, info, train: TrainSource):
+    """The validation folder: --val-dir, DIR's val split, or (image folders only) the training images."""
+    labeled = train.dataset if isinstance(train, FolderSource) else None
+    if spec.val_dir:
+        root = spec.val_dir
+    elif spec.data_dir and folder.has_split(spec.data_dir, spec.val_split):
+        root = folder.find_split(spec.data_dir, spec.val_split)
+    elif labeled is not None:
+        print(f"warning: no val/ or validation/ under {spec.data_dir}; validating on the training images",
               flush=True) if info.is_main else None
-        root = train_data.dataset.root
+        root = labeled.root
     else:
         return None
-    classes = train_data.dataset.classes if train_data.kind == "folder" else None
-    ds = folder.ImageFolder(root, transforms.eval_transform(train_data.cfg), classes)
-    if len(ds.classes) > train_data.num_classes:
+    ds = folder.ImageFolder(root, transforms.eval_transform(train.cfg), labeled.classes if labeled else None)
+    if len(ds.classes) > train.num_classes:
         raise UserError(f"validation folder {root} has {len(ds.classes)} classes, more than the model's "
-                        f"{train_data.num_classes}")
+                        f"{train.num_classes}")
     return ds
 
 
-def make_loader(args, info, data, train: bool = True):
-    """Training: drop_last, RASampler / DistributedSampler / shuffle. Workers are not persistent, so each
-    epoch's worker seeds come from the per-epoch RNG and a resumed run replays the same augmentation."""
-    common = {"num_workers": args.workers, "pin_memory": args.pin_mem and info.device.type == "cuda",
-              "multiprocessing_context": start_method.context() if args.workers > 0 else None}
-    if train and data.kind == "device":  # batches are rendered on the device: no DataLoader
-        data.dataset.check_memory()
-        return data.dataset
-    if not train:
-        sampler = samplers.ShardSampler(len(data), info.world_size, info.rank)
-        bs = args.batch_size * getattr(args, "validation_batch_size_multiplier", 1)
-        return DataLoader(data, batch_size=bs, sampler=sampler, drop_last=False, **common)
-    if data.kind == "shards":
-        per_rank_batches = len(data) // (args.batch_size * info.world_size)
-        if per_rank_batches == 0:
-            raise UserError(f"--dataset_size {len(data)} is smaller than one global batch "
-                            f"({args.batch_size} x {info.world_size}); lower --batch-size")
-        loader = DataLoader(data.dataset, batch_size=args.batch_size, drop_last=True, **common)
-        return shards.LimitedLoader(loader, per_rank_batches)
-    n = len(data)
-    if args.repeated_aug:
-        sampler = samplers.RASampler(n, info.world_size, info.rank, seed=args.seed)
-    else:  # seeded by (seed, epoch) also on one process, so the order survives a resume
-        sampler = DistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=args.seed)
-    data.sampler = samplers.Resumable(sampler, args.seed, info.rank)
-    per_rank = len(data.sampler)
-    if per_rank < args.batch_size:
-        raise UserError(f"--batch-size {args.batch_size} is larger than the {per_rank} training images per process "
-                        f"({n} images, {info.world_size} process(es)); lower --batch-size")
-    collate = concat_splits if args.aug_splits else data.collate
-    loader = DataLoader(samplers.Seeded(data.loader_dataset), batch_size=args.batch_size, sampler=data.sampler,
-                        drop_last=True, worker_init_fn=_worker_init, collate_fn=collate, **common)
-    return TrainLoader(loader, data.sampler, args.batch_size, data.device_augment)
+def val_loader(spec: DataSpec, info, dataset) -> DataLoader:
+    sampler = samplers.ShardSampler(len(dataset), info.world_size, info.rank)
+    batch = spec.batch_size * spec.validation_batch_size_multiplier
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False, **loader_options(spec, info))
 
 
 class TrainLoader:

@@ -1,10 +1,10 @@
 """The epoch driver every trainer shares: resume, DDP wrapping, the epochs of the one loop, evaluation,
 checkpoints, logs, and stopping cleanly (a pause, an iteration budget, a SLURM pre-emption signal).
 
-A trainer (supervised pretrain/finetune in engine.trainer, the self-supervised methods in fdsl.ssl) builds
-its data, its `Method`, optimiser and schedule, then calls `fit`. Resume is exact, also in the middle of an
-epoch: batches come from a `Resumable` sampler (or a source with `skip`), every sample's augmentation is
-seeded by its position, and each rank's RNG state is stored in the checkpoint.
+A recipe (fdsl.recipes: supervised pretrain/finetune, the self-supervised methods, the probes) builds its
+data, its `Method`, optimiser and schedule, then calls `fit`. Resume is exact, also in the middle of an epoch:
+batches come from a `Resumable` sampler (or a source with `skip`), every sample's augmentation is seeded by
+its position, and each rank's RNG state is stored in the checkpoint.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class RunConfig:
     torch_compile: bool = False
     ema_decay: float | None = None  # model EMA (timm ModelEmaV3) of method.module
     save_images: bool = False
-    trackers_args: object = None  # the argparse namespace for wandb/TensorBoard (log_wandb, ...), or None
+    trackers_args: object = None  # wandb/TensorBoard (fdsl.engine.logging.TrackerSpec), or None
     describe: str = ""  # one line printed at the start (data, model, sizes)
 
 

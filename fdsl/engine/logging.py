@@ -5,6 +5,7 @@ import csv
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 
 def print0(info, *args, **kwargs) -> None:
@@ -47,7 +48,19 @@ class Summary:
         self._write_all()
 
 
-def start_wandb(args, run_dir: str):
+@dataclass(frozen=True)
+class TrackerSpec:
+    """Where a run's numbers go besides summary.csv: wandb and/or TensorBoard."""
+
+    log_wandb: bool = False
+    log_tensorboard: bool = False
+    project_name: str = "fdsl"
+    group_name: str | None = None
+    entity_name: str = "YOUR_WANDB_ENV"  # a YOUR_... placeholder: wandb's default entity
+    config: dict = field(default_factory=dict)  # the run's options, wandb's config
+
+
+def start_wandb(spec: TrackerSpec, run_dir: str):
     """A wandb run (offline unless WANDB_MODE says otherwise), or None with one warning line when wandb is not
     installed or fails to start: tracking never stops training."""
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -58,9 +71,9 @@ def start_wandb(args, run_dir: str):
               "(pip install wandb)", file=sys.stderr)
         return None
     try:
-        return wandb.init(project=args.project_name, name=os.path.basename(run_dir), group=args.group_name,
-                          config=vars(args), dir=run_dir,
-                          entity=None if args.entity_name.startswith("YOUR_") else args.entity_name)
+        return wandb.init(project=spec.project_name, name=os.path.basename(run_dir), group=spec.group_name,
+                          config=spec.config, dir=run_dir,
+                          entity=None if spec.entity_name.startswith("YOUR_") else spec.entity_name)
     except Exception as err:  # noqa: BLE001 - tracking must never stop training
         print(f"warning: wandb disabled ({type(err).__name__}: {err})", file=sys.stderr)
         return None
@@ -69,14 +82,14 @@ def start_wandb(args, run_dir: str):
 class Trackers:
     """wandb and TensorBoard, both optional; a run never waits on a network (WANDB_MODE defaults to offline)."""
 
-    def __init__(self, args, run_dir: str, info):
+    def __init__(self, spec: TrackerSpec, run_dir: str, info):
         self.wandb = None
         self.tb = None
         if not info.is_main:
             return
-        if args.log_wandb:
-            self.wandb = start_wandb(args, run_dir)
-        if args.log_tensorboard:
+        if spec.log_wandb:
+            self.wandb = start_wandb(spec, run_dir)
+        if spec.log_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 

@@ -63,18 +63,25 @@ class Method:
 
 
 class Classification(Method):
-    """Supervised training on (images, labels): cross-entropy (or the recipe's loss) with optional mixup.
-    With ``augment`` (--gpu-augment), the batch's images are uint8 and augmented here, on the device, before
-    mixup (fdsl.data.batch_augment.folder.DeviceAugment)."""
+    """Supervised training on (images, labels): cross-entropy (or the recipe's loss) with optional mixup,
+    switched off from epoch ``mixup_off_epoch`` on when given (--mixup-off-epoch). With ``augment``
+    (--gpu-augment), the batch's images are uint8 and augmented here, on the device, before mixup
+    (fdsl.data.batch_augment.folder.DeviceAugment)."""
 
     name = "classification"
 
-    def __init__(self, model: torch.nn.Module, loss_fn, mixup_fn=None, augment=None):
+    def __init__(self, model: torch.nn.Module, loss_fn, mixup_fn=None, augment=None,
+                 mixup_off_epoch: int | None = None):
         self.module = model
         self.loss_fn = loss_fn
         self.mixup_fn = mixup_fn
         self.mixup_active = True
         self.augment = augment
+        self.mixup_off_epoch = mixup_off_epoch
+
+    def before_epoch(self, epoch: int, ctx) -> None:
+        if self.mixup_fn is not None and self.mixup_off_epoch:
+            self.mixup_fn.mixup_enabled = epoch < self.mixup_off_epoch
 
     def training_step(self, model, batch, ctx) -> StepOutput:
         images, targets = batch

@@ -1,5 +1,6 @@
-"""The HPT evaluation protocols as methods of the one engine loop: the linear probe and fine-tuning (spec B.5,
-B.6), plus their evaluation pass (top-1/top-5, or per-class AUROC for multi-label lists).
+"""The HPT evaluation protocols as methods of the one engine loop: the linear probe and fine-tuning
+(docs/hpt.md, "Evaluation protocols"), plus their evaluation pass (top-1/top-5, or per-class AUROC for
+multi-label lists).
 
 Linear probe: the backbone is frozen and kept in eval mode (BN statistics included); only a Linear(D, C)
 head, initialised N(0, 0.01) with zero bias, trains on the pooled feature. Fine-tuning: backbone (plain BN,
@@ -79,8 +80,8 @@ class LinearProbe(Method):
 
 
 class FineTune(Method):
-    """`passes` counts forward passes (micro-batches); `after_forward(passes)`, when set, is called after each
-    one, before its backward: the published fine-tune evaluated every 25 passes, between optimiser steps."""
+    """`passes` counts forward passes (micro-batches); `after_forward(passes)` is called after each one, before
+    its backward (a no-op here): the published fine-tune evaluated every 25 passes, between optimiser steps."""
 
     name = "finetune"
 
@@ -88,7 +89,6 @@ class FineTune(Method):
         self.module = Classifier(backbone, num_classes, frozen=False)
         self.head_lr_mult = head_lr_mult
         self.passes = 0
-        self.after_forward = None
 
     def optimizer_params(self):
         """Two groups; the protocol sets each group's lr to base lr x `lr_scale`."""
@@ -100,9 +100,11 @@ class FineTune(Method):
         with ctx.autocast():
             loss = classification_loss(model(images), targets)
         self.passes += 1
-        if self.after_forward is not None:
-            self.after_forward(self.passes)
+        self.after_forward(self.passes)
         return StepOutput(loss, images.shape[0])
+
+    def after_forward(self, passes: int) -> None:
+        """Called after forward pass number `passes` of the run."""
 
     def state_dict(self) -> dict:
         return {"passes": self.passes}

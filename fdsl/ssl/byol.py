@@ -1,5 +1,5 @@
-"""BYOL as HPT runs it (OpenSelfSup `BYOL` + `NonLinearNeckSimCLR` + `LatentPredictHead` + `BYOLHook`,
-spec B.3).
+"""BYOL as HPT runs it (OpenSelfSup `BYOL` + `NonLinearNeckSimCLR` + `LatentPredictHead` + `BYOLHook`;
+docs/hpt.md, "BYOL").
 
 Online network = backbone + projector (D -> 4096 -> BN -> ReLU -> 256), predictor (256 -> 4096 -> 256), target
 network = a frozen copy of the online network moved towards it after every optimiser step with a momentum
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fdsl.engine.method import Method, StepOutput
+from fdsl.engine.method import StepOutput
+from fdsl.ssl.methods import PretrainOptions, SelfSupervised
 from fdsl.ssl.moco import split_views
 
 
@@ -73,8 +74,9 @@ def tau_at(step: int, total: int, base: float = 0.99, end: float = 1.0) -> float
     return end - (end - base) * (math.cos(math.pi * step / max(total, 1)) + 1) / 2
 
 
-class BYOL(Method):
+class BYOL(SelfSupervised):
     name = "byol"
+    syncs_bn = True
 
     def __init__(self, backbone: nn.Module, *, total_updates: int, base_momentum: float = 0.99,
                  proj_dim: int = 256, hidden: int = 4096, passes: int = 1):
@@ -84,6 +86,22 @@ class BYOL(Method):
         self.base_momentum = base_momentum
         self.tau = base_momentum  # the momentum of the last target update
         self.updates = 0
+
+    @classmethod
+    def from_options(cls, backbone: nn.Module, options: PretrainOptions, global_batch: int,
+                     local_batch: int) -> BYOL:
+        steps, passes = cls.budget(options)
+        return cls(backbone, total_updates=steps, base_momentum=options.byol_momentum, proj_dim=options.proj_dim,
+                   hidden=options.proj_hidden, passes=passes)
+
+    @classmethod
+    def budget(cls, options: PretrainOptions) -> tuple[int, int]:
+        """As published (`published_schedule`): its N-iters config set total_iters = 2N and the trainer
+        multiplied that by the accumulation (update_interval 2), so 4N passes of 128 = 2N steps of 256 ran, and
+        the warm-up, the cosine and tau counted the passes. --published-schedule false: N steps, as MoCo."""
+        if options.published_schedule:
+            return 2 * options.iters, options.accum_steps
+        return options.iters, 1
 
     def training_step(self, model, batch, ctx) -> StepOutput:
         view_1, view_2 = split_views(batch)
@@ -104,9 +122,6 @@ class BYOL(Method):
         target = list(self.module.target_net.parameters())
         online = list(self.module.online_net.parameters())
         torch._foreach_lerp_(target, online, 1.0 - self.tau)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module.backbone(images)
 
     def state_dict(self) -> dict:
         return {"tau": self.tau, "updates": self.updates}

@@ -1,4 +1,4 @@
-"""One clustering round of DeeperCluster / DeepCluster / RotNet (spec ssl.md A.5):
+"""One clustering round of DeeperCluster / DeepCluster / RotNet (docs/ssl.md):
 features -> PCA whitening (fitted on a sample) -> L2 -> two-level k-means -> pseudo-labels for every image.
 
 Before any work the round checks that k fits the data and estimates the memory it needs; each stage is timed

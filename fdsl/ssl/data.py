@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -129,30 +130,45 @@ class IndexedShards(Dataset):
         return img, self.targets[i]
 
 
-def build_source(args, info=None):
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the images come from: an image folder (`data_path`), webdataset shards, or a database rendered on
+    the fly (`synthetic`, `num_classes` x `synthetic_instances` images of side `synthetic_size` or `img_size`)."""
+
+    data_path: str = ""
+    trainshards: str | None = None
+    synthetic: str | None = None
+    num_classes: int | None = None
+    synthetic_instances: int = 10
+    synthetic_seed: int = 0
+    synthetic_size: int | None = None
+    img_size: int = 224
+
+
+def build_source(spec: SourceSpec):
     """(source returning (PIL image, class or -1), class labels [N] or None, description)."""
-    if getattr(args, "synthetic", None):
+    if spec.synthetic:
         from fdsl.data.onthefly import OnTheFlyDataset
 
-        size = args.synthetic_size or args.img_size
-        ds = OnTheFlyDataset.from_registry(args.synthetic, args.num_classes, size, args.synthetic_seed,
-                                           args.synthetic_instances, None)
+        size = spec.synthetic_size or spec.img_size
+        ds = OnTheFlyDataset.from_registry(spec.synthetic, spec.num_classes, size, spec.synthetic_seed,
+                                           spec.synthetic_instances, None)
         labels = np.arange(len(ds)) % ds.num_classes
-        return ds, labels, (f"{args.synthetic} rendered on the fly ({args.num_classes} classes x " \
-                           f"{args.synthetic_instances})")
-    if getattr(args, "trainshards", None):
+        return ds, labels, (f"{spec.synthetic} rendered on the fly ({spec.num_classes} classes x "
+                            f"{spec.synthetic_instances})")
+    if spec.trainshards:
         from fdsl.data import shards
 
-        ds = IndexedShards(shards.expand(args.trainshards))
+        ds = IndexedShards(shards.expand(spec.trainshards))
         labels = np.asarray(ds.targets)
         return ds, (labels if (labels >= 0).all() else None), f"{len(ds.urls)} shards"
-    if not args.data_path:
+    if not spec.data_path:
         raise UserError("no training data: pass --data_path DIR (an image folder), --trainshards or --synthetic DB")
     from fdsl.data import folder
 
-    ds = folder.ImageFolder(args.data_path)
+    ds = folder.ImageFolder(spec.data_path)
     labels = np.asarray(ds.targets) if len(ds.classes) > 1 else None
-    return ds, labels, f"image folder {args.data_path} ({len(ds.classes)} class folders)"
+    return ds, labels, f"image folder {spec.data_path} ({len(ds.classes)} class folders)"
 
 
 def subset_indices(n: int, size_dataset: int | None, seed: int) -> np.ndarray | None:

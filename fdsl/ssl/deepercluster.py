@@ -1,5 +1,5 @@
 """DeeperCluster (Caron et al. 2019) as an engine Method; DeepCluster and RotNet are its special cases
-(spec ssl.md A.1, A.4, A.6, A.7).
+(docs/ssl.md).
 
     DeepCluster    super_classes=1, rotnet=False   (nsc = 1: k clusters of all images)
     RotNet         super_classes=4, k=1, rotnet=True (the super-class head predicts the rotation)

@@ -1,4 +1,4 @@
-"""MoCo v2 as HPT runs it (OpenSelfSup `MOCO` + `NonLinearNeckV1` + `ContrastiveHead`, spec B.2).
+"""MoCo v2 as HPT runs it (OpenSelfSup `MOCO` + `NonLinearNeckV1` + `ContrastiveHead`; docs/hpt.md, "MoCo v2").
 
 Query encoder = backbone + MLP neck (D -> hidden -> 128, no BN), key encoder = a frozen copy moved towards
 the query encoder by momentum m after every optimiser step, a queue of K normalised keys (K x 128) written
@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fdsl.engine.method import Method, StepOutput
+from fdsl.engine.method import StepOutput
 from fdsl.errors import UserError
 from fdsl.ssl import shuffle_bn
+from fdsl.ssl.methods import PretrainOptions, SelfSupervised
 
 
 class MoCoNeck(nn.Sequential):
@@ -61,7 +62,7 @@ def check_queue(queue_size: int, global_batch: int) -> None:
                     f"nearest valid sizes: {' or '.join(options)}")
 
 
-class MoCo(Method):
+class MoCo(SelfSupervised):
     name = "moco"
     broadcast_buffers = False  # the queue is identical on every rank already (keys are all-gathered): no 32 MB copy per step
 
@@ -83,6 +84,13 @@ class MoCo(Method):
         self._pending: list[torch.Tensor] = []  # keys of this optimiser step, enqueued after it
         # one process with one BN group: a shuffle cannot change the statistics, skip it
         self.shuffle = global_batch != local_batch or self.bn_groups > 1
+
+    @classmethod
+    def from_options(cls, backbone: nn.Module, options: PretrainOptions, global_batch: int,
+                     local_batch: int) -> MoCo:
+        return cls(backbone, global_batch=global_batch, local_batch=local_batch, queue_size=options.queue_size,
+                   momentum=options.moco_momentum, temperature=options.temperature, feat_dim=options.feat_dim,
+                   hidden=options.neck_hidden, bn_group_size=options.bn_group_size or None, seed=options.seed)
 
     def training_step(self, model, batch, ctx) -> StepOutput:
         view_q, view_k = split_views(batch)
@@ -115,10 +123,6 @@ class MoCo(Method):
         key = list(self.module.encoder_k.parameters())
         query = list(self.module.encoder_q.parameters())
         torch._foreach_lerp_(key, query, 1.0 - self.momentum)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled feature, for k-NN and linear probes."""
-        return self.module.backbone(images)
 
     def state_dict(self) -> dict:
         return {"micro_steps": self.micro_steps}

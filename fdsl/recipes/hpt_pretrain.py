@@ -20,11 +20,12 @@ import time
 import torch
 
 from fdsl.engine import distributed, schedule
-from fdsl.engine.checkpoint import plain_args
 from fdsl.engine.fit import RunConfig, fit, seed_epoch
 from fdsl.engine.logging import print0
 from fdsl.errors import UserError
+from fdsl.recipes.common import plain_args, trackers_args
 from fdsl.ssl import backbone as bb
+from fdsl.ssl import methods
 from fdsl.ssl.hpt.records import append_jsonl
 from fdsl.ssl.optim import build_optimizer
 from fdsl.ssl.views import build_views
@@ -79,40 +80,28 @@ def build_data(args, info, batch: int, batches_per_epoch: int, transform):
 
 
 def budget(args) -> tuple[int, int]:
-    """(optimiser steps, forward passes per step the schedules count in) of `--iters N`. BYOL as published
-    (`published_schedule`): its N-iters config set total_iters = 2N and the trainer multiplied that by the
-    accumulation (update_interval 2), so 4N passes of 128 = 2N steps of 256 ran, and the warm-up, the cosine
-    and tau counted the passes. Otherwise (MoCo, or --published-schedule false): N steps, counted as steps."""
-    if args.method == "byol" and args.published_schedule:
-        return 2 * args.iters, args.accum_steps
-    return args.iters, 1
+    """(optimiser steps, forward passes per step the schedules count in) of `--iters N`, as the method counts
+    it (fdsl.ssl.methods.SelfSupervised.budget)."""
+    return methods.get(args.method).budget(methods.PretrainOptions.from_values(vars(args)))
 
 
-def build_method(args, info, backbone, batch: int):
-    if args.method == "byol":
-        from fdsl.ssl.byol import BYOL
-
-        steps, passes = budget(args)
-        return BYOL(backbone, total_updates=steps, base_momentum=args.byol_momentum, proj_dim=args.proj_dim,
-                    hidden=args.proj_hidden, passes=passes)
-    from fdsl.ssl.moco import MoCo
-
-    return MoCo(backbone, global_batch=batch * info.world_size, local_batch=batch, queue_size=args.queue_size,
-                momentum=args.moco_momentum, temperature=args.temperature, feat_dim=args.feat_dim,
-                hidden=args.neck_hidden, bn_group_size=args.bn_group_size or None, seed=args.seed)
+def build_method(args, info, backbone, batch: int) -> methods.SelfSupervised:
+    options = methods.PretrainOptions.from_values(vars(args))
+    return methods.get(args.method).from_options(backbone, options, batch * info.world_size, batch)
 
 
 class Schedule(schedule.Schedule):
     """The engine's per-iteration schedule, which also calls `at_update(num_updates)` after every step
     (the kept backbones of checkpoint_interval, which need not fall on an epoch end)."""
 
-    def __init__(self, scheduler, per_epoch: int, at_update):
+    def __init__(self, scheduler, per_epoch: int, at_update=None):
         super().__init__(scheduler, True, per_epoch)
         self.at_update = at_update
 
     def after_update(self, num_updates: int, metric: float | None = None) -> None:
         super().after_update(num_updates, metric)
-        self.at_update(num_updates)
+        if self.at_update is not None:
+            self.at_update(num_updates)
 
 
 class PassCosine:
@@ -234,9 +223,8 @@ def _run(args, info) -> None:
                     max_updates=steps, accum_steps=args.accum_steps,
                     resume="auto" if args.resume == "auto" else ("" if args.resume == "none" else args.resume),
                     log_interval=args.log_interval, pause_updates=args.pause_updates, amp_dtype=amp,
-                    trackers_args=args if args.log_wandb or args.log_tensorboard else None,
-                    checkpoint_hist=1,
-                    sync_bn=args.method == "byol" and args.sync_bn,
+                    trackers_args=trackers_args(args), checkpoint_hist=1,
+                    sync_bn=method.syncs_bn and args.sync_bn,
                     describe=f"hpt {args.method}{' (BN only)' if args.bn_only else ''}: {args.arch} from "
                              f"{start}{' (resumed)' if resuming else ''} on {args.dataset}, {steps} steps of "
                              f"{args.batch_size}x{args.accum_steps} images")
