@@ -136,8 +136,9 @@ def step_rate(args, steps: int = 20) -> float:
     from fdsl.engine.loop import LoopContext, train_one_epoch
     from fdsl.engine.method import Classification
     from fdsl.models import factory
+    from fdsl.recipes.common import model_spec, schedule_spec
 
-    model = factory.create(args, 100)
+    model = factory.create(model_spec(args), 100)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
     ctx = LoopContext(info=distributed.DistInfo(device=torch.device("cpu")), log_interval=10**9, epochs=1)
     data = [(torch.randn(64, 3, 32, 32), torch.randint(0, 100, (64,)))] * steps
@@ -145,7 +146,7 @@ def step_rate(args, steps: int = 20) -> float:
     best = float("inf")
     for _ in range(3):
         start = time.process_time()
-        train_one_epoch(method, model, data, opt, schedule.build(args, opt, steps), ctx, epoch=0)
+        train_one_epoch(method, model, data, opt, schedule.build(schedule_spec(args), opt, steps), ctx, epoch=0)
         best = min(best, time.process_time() - start)
     return steps * 64 / best
 
@@ -153,6 +154,7 @@ def demo_part(o) -> None:
     from fdsl.cli.args import parse
     from fdsl.engine.data import source_size
     from fdsl.models import factory
+    from fdsl.recipes.common import model_spec
     from fdsl.recipes.supervised import data_spec
 
     torch.set_num_threads(1)
@@ -162,7 +164,7 @@ def demo_part(o) -> None:
             "--ratio", "0.9", "1.1", "--hflip", "0.5"]
     args = parse("pretrain", argv)
     step = step_rate(args)
-    model = factory.create(args, 100)
+    model = factory.create(model_spec(args), 100)
     data_options = data_spec(args)
     cfg = transforms.data_config(data_options.inputs, model)
     with tempfile.TemporaryDirectory() as root:

@@ -34,6 +34,7 @@ from fdsl.engine import distributed, schedule
 from fdsl.engine.loop import LoopContext, train_one_epoch
 from fdsl.engine.method import Classification
 from fdsl.models import factory
+from fdsl.recipes.common import model_spec, schedule_spec
 
 
 def options():
@@ -104,7 +105,7 @@ def time_bare(model, opt, data, device, amp):
 
 
 def time_engine(model, opt, data, ctx, args):
-    sched = schedule.build(args, opt, len(data))
+    sched = schedule.build(schedule_spec(args), opt, len(data))
     sync(ctx.info.device)
     start = time.perf_counter()
     train_one_epoch(Classification(model, torch.nn.CrossEntropyLoss()), model, data, opt, sched, ctx, epoch=0)
@@ -114,7 +115,7 @@ def time_engine(model, opt, data, ctx, args):
 
 def prepared_model(o, args, num_classes, device):
     """The model on the device, channels-last and compiled as asked, and its optimiser (of the raw weights)."""
-    model = factory.create(args, num_classes).to(device)
+    model = factory.create(model_spec(args), num_classes).to(device)
     if o.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
@@ -188,7 +189,7 @@ def make_pngs(root, n, size):
 
 
 def data_benchmark(o, args, root):
-    model = factory.create(args, 10)
+    model = factory.create(model_spec(args), 10)
     ds = ImageFolder(root, train_transform(args, data_config(args, model)))
     loader = torch.utils.data.DataLoader(ds, batch_size=o.batch_size, shuffle=True, num_workers=o.workers,
                                          drop_last=True)

@@ -7,12 +7,13 @@ import torch
 from fdsl.cli.args import parse
 from fdsl.engine import schedule
 from fdsl.errors import UserError
+from fdsl.recipes.common import scale_lr, schedule_spec
 
 
 def make(argv, iters):
     args = parse("pretrain", ["DIR", *argv])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
-    return schedule.build(args, opt, iters), opt
+    return schedule.build(schedule_spec(args), opt, iters), opt
 
 
 def lr_after(sched, opt, u):
@@ -65,5 +66,5 @@ def test_unknown_schedule_is_an_error_not_a_constant_lr():
 
 def test_hydra_lr_scaling():
     args = argparse.Namespace(lr=0.01, warmup_lr=1e-6, min_lr=1e-5, lr_scale_batch=512)
-    schedule.scale_lr(args, 96 * 8)
+    scale_lr(args, 96 * 8)
     assert args.lr == pytest.approx(0.015)

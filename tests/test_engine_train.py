@@ -161,6 +161,7 @@ def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
     from fdsl.engine.data import build_train_source
     from fdsl.engine.distributed import DistInfo
     from fdsl.models import factory
+    from fdsl.recipes.common import model_spec
     from fdsl.recipes.supervised import data_spec
 
     args = parse("pretrain", [pretrain_db, *TINY_VIT, "-j", "0", "-b", "4", "--aug-splits", "3", "--jsd",
@@ -168,7 +169,7 @@ def test_augmix_batch_is_splits_times_the_batch(pretrain_db):
     info = DistInfo()
     spec = data_spec(args)
     data = build_train_source(spec, info)
-    model = factory.create(args, data.num_classes)
+    model = factory.create(model_spec(args), data.num_classes)
     data.set_transforms(spec, model)
     images, targets = next(iter(data.loader(spec, info)))
     assert images.shape == (12, 3, 16, 16) and model(images).shape == (12, 4)
@@ -240,6 +241,7 @@ def test_resplit_keeps_the_clean_augmix_view_unerased(resplit, pretrain_db):
     from fdsl.engine.data import build_train_source
     from fdsl.engine.distributed import DistInfo
     from fdsl.models import factory
+    from fdsl.recipes.common import model_spec
     from fdsl.recipes.supervised import data_spec
 
     # a full-image crop and no flip: the clean view is deterministic unless it is randomly erased
@@ -247,7 +249,7 @@ def test_resplit_keeps_the_clean_augmix_view_unerased(resplit, pretrain_db):
                               "1", "--ratio", "1", "1", "--hflip", "0", "--reprob", "1"] + ["--resplit"] * resplit)
     spec = data_spec(args)
     data = build_train_source(spec, DistInfo())
-    data.set_transforms(spec, factory.create(args, data.num_classes))
+    data.set_transforms(spec, factory.create(model_spec(args), data.num_classes))
     torch.manual_seed(0)
     first, second = data.loader_dataset[0][0][0], data.loader_dataset[0][0][0]
     assert torch.equal(first, second) == resplit

@@ -17,8 +17,6 @@ ALLOWED = {
                               "device source is built",
     "engine/released.py": "checkpoints of timm's train.py hold their options as a pickled argparse Namespace; "
                           "_plain_args turns it into a dict",
-    "engine/schedule.py": "schedule.build / scale_lr take the timm scheduler flags; not yet a typed spec",
-    "models/factory.py": "factory.create takes the timm model flags; not yet a typed spec",
 }
 
 

@@ -273,7 +273,9 @@ def build_model(weights: Weights, opts):
     if not opts.model:
         raise UserError(f"{weights.path} ({weights.layout.name} layout) does not name its architecture; pass "
                         "--model NAME (docs/zoo.md lists the released files' architectures)")
-    model = factory.create(opts, head_size(weights, opts.model.removeprefix("timm:")))
+    spec = factory.ModelSpec(model=opts.model, model_kwargs=list(opts.model_kwargs or []), img_size=opts.img_size,
+                             input_size=opts.input_size)
+    model = factory.create(spec, head_size(weights, opts.model.removeprefix("timm:")))
     pos, own = weights.state_dict.get("pos_embed"), model.state_dict().get("pos_embed")
     if pos is not None and own is not None and pos.shape != own.shape and pos.shape[-1] == own.shape[-1]:
         _resize_pos_embed(model, weights.state_dict)

@@ -1,4 +1,4 @@
-"""LR schedules with the published semantics (spec 1.9), built from timm's scheduler classes.
+"""LR schedules with the published semantics (docs/training.md), built from timm's scheduler classes.
 
 `cosine_iter` / `linear_iter` are timm's cosine / poly(power=1) schedulers stepped per iteration with
 warmup_prefix=False (the cosine is measured from iteration 0, so warmup is not a prefix), which is exactly
@@ -7,6 +7,8 @@ the published factory. Fixed here: an unknown --sched is an error instead of a c
 Every schedule is recomputed from the epoch on resume, except `plateau`, whose state is saved (Schedule.state_dict).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from timm.scheduler import (
     CosineLRScheduler,
@@ -67,15 +69,38 @@ class Schedule:
             self.scheduler.step(start_epoch)
 
 
-def _noise_range(args, scale: int):
-    if not args.lr_noise:
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The schedule options of a run, typed (the recipe fills them from --sched, --epochs, --warmup-*, ...);
+    the defaults are the command line's."""
+
+    sched: str = "step"
+    epochs: int = 200
+    warmup_epochs: int = 3
+    warmup_iter: int = 0  # *_iter schedules: warmup iterations (replaces warmup_epochs when > 0)
+    warmup_lr: float = 1e-4
+    min_lr: float = 1e-5
+    lr_noise: list[float] | None = None
+    lr_noise_pct: float = 0.67
+    lr_noise_std: float = 1.0
+    lr_cycle_mul: float = 1.0
+    lr_cycle_limit: int = 1
+    decay_epochs: float = 30
+    decay_rate: float = 0.1
+    patience_epochs: int = 10
+    eval_metric: str = "loss"  # plateau: 'min' mode for a loss, 'max' otherwise
+    seed: int = 42  # the LR noise's seed
+
+
+def _noise_range(spec: ScheduleSpec, scale: int):
+    if not spec.lr_noise:
         return None
-    bounds = [n * args.epochs * scale for n in args.lr_noise]
+    bounds = [n * spec.epochs * scale for n in spec.lr_noise]
     return bounds[0] if len(bounds) == 1 else bounds
 
 
-def build(args, optimizer, iters_per_epoch: int) -> Schedule:
-    name = args.sched
+def build(spec: ScheduleSpec, optimizer, iters_per_epoch: int) -> Schedule:
+    name = spec.sched
     if name not in SCHEDULES:
         raise UserError(f"--sched {name!r} is not a schedule; choose one of: {', '.join(SCHEDULES)}")
     if name == "none":
@@ -83,16 +108,16 @@ def build(args, optimizer, iters_per_epoch: int) -> Schedule:
     per_iter = name.endswith("_iter")
     scale = iters_per_epoch if per_iter else 1
     if per_iter:
-        warmup_t = args.warmup_iter if args.warmup_iter > 0 else args.warmup_epochs * iters_per_epoch
+        warmup_t = spec.warmup_iter if spec.warmup_iter > 0 else spec.warmup_epochs * iters_per_epoch
     else:
-        warmup_t = args.warmup_epochs
+        warmup_t = spec.warmup_epochs
     common = {
-        "warmup_t": warmup_t, "warmup_lr_init": args.warmup_lr, "t_in_epochs": not per_iter,
-        "noise_range_t": _noise_range(args, scale), "noise_pct": args.lr_noise_pct,
-        "noise_std": args.lr_noise_std, "noise_seed": args.seed,
+        "warmup_t": warmup_t, "warmup_lr_init": spec.warmup_lr, "t_in_epochs": not per_iter,
+        "noise_range_t": _noise_range(spec, scale), "noise_pct": spec.lr_noise_pct,
+        "noise_std": spec.lr_noise_std, "noise_seed": spec.seed,
     }
-    cycle = {"t_initial": args.epochs * scale, "lr_min": args.min_lr, "cycle_mul": args.lr_cycle_mul,
-             "cycle_decay": args.decay_rate, "cycle_limit": args.lr_cycle_limit, "warmup_prefix": False}
+    cycle = {"t_initial": spec.epochs * scale, "lr_min": spec.min_lr, "cycle_mul": spec.lr_cycle_mul,
+             "cycle_decay": spec.decay_rate, "cycle_limit": spec.lr_cycle_limit, "warmup_prefix": False}
     if name in ("cosine", "cosine_iter"):
         sched = CosineLRScheduler(optimizer, **cycle, **common)
     elif name in ("linear", "linear_iter"):
@@ -100,18 +125,20 @@ def build(args, optimizer, iters_per_epoch: int) -> Schedule:
     elif name == "tanh":
         sched = TanhLRScheduler(optimizer, **cycle, **common)
     elif name == "step":
-        sched = StepLRScheduler(optimizer, decay_t=args.decay_epochs, decay_rate=args.decay_rate,
+        sched = StepLRScheduler(optimizer, decay_t=spec.decay_epochs, decay_rate=spec.decay_rate,
                                 warmup_prefix=False, **common)
     else:  # plateau
         common.pop("t_in_epochs")
-        sched = PlateauLRScheduler(optimizer, decay_rate=args.decay_rate, patience_t=args.patience_epochs,
-                                   lr_min=args.min_lr, mode="min" if "loss" in args.eval_metric else "max",
+        sched = PlateauLRScheduler(optimizer, decay_rate=spec.decay_rate, patience_t=spec.patience_epochs,
+                                   lr_min=spec.min_lr, mode="min" if "loss" in spec.eval_metric else "max",
                                    cooldown_t=0, **common)
     return Schedule(sched, per_iter, iters_per_epoch)
 
 
-def scale_lr(args, global_batch: int) -> None:
-    """The hydra trainers' linear rule: lr, warmup-lr and min-lr times global batch / reference (spec 4.6)."""
-    if args.lr_scale_batch:
-        factor = global_batch / args.lr_scale_batch
-        args.lr, args.warmup_lr, args.min_lr = args.lr * factor, args.warmup_lr * factor, args.min_lr * factor
+def scaled_lrs(lr: float, warmup_lr: float, min_lr: float, reference_batch: int, global_batch: int) -> tuple:
+    """The hydra trainers' linear rule (docs/training.md): lr, warmup-lr and min-lr times global batch / the
+    reference batch (--lr-scale-batch); a reference of 0 leaves them."""
+    if not reference_batch:
+        return lr, warmup_lr, min_lr
+    factor = global_batch / reference_batch
+    return lr * factor, warmup_lr * factor, min_lr * factor

@@ -23,14 +23,14 @@ from fdsl.engine.loop import evaluate as loop_evaluate
 from fdsl.engine.method import Classification
 from fdsl.errors import UserError
 from fdsl.models import factory
-from fdsl.recipes.common import plain_args, spec_of, tracker_spec
+from fdsl.recipes.common import model_spec, plain_args, scale_lr, schedule_spec, spec_of, tracker_spec
 
 
 def run_dir_of(args) -> str:
     if getattr(args, "run_dir", None):
         return args.run_dir
     if not args.experiment:
-        size = factory.requested_img_size(args) or 224
+        size = model_spec(args).requested_img_size or 224
         args.experiment = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.model.replace('/', '_')}-{size}"
     return os.path.join(args.output, args.experiment)
 
@@ -109,7 +109,7 @@ def _run(args, info) -> None:
     data = data_spec(args)
     train_data = build_train_source(data, info, lambda: device_source(args, info))
     num_classes = train_data.num_classes
-    model = factory.create(args, num_classes)
+    model = factory.create(model_spec(args), num_classes)
     if finetune and args.pretrained_path:
         checkpoint.load_pretrained(model, args.pretrained_path, args.model, log=lambda m: print0(info, m))
     train_data.set_transforms(data, model)
@@ -121,13 +121,13 @@ def _run(args, info) -> None:
     train_loader = train_data.loader(data, info)
     val_batches = val_loader(data, info, val_data) if val_data else None
 
-    schedule.scale_lr(args, args.batch_size * info.world_size)
+    scale_lr(args, args.batch_size * info.world_size)
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(info.device)
     optimizer = build_optimizer(args, model)
     amp_dtype, scaler = amp_setup(args.amp or args.native_amp or args.apex_amp, args.amp_dtype, info)
-    sched = schedule.build(args, optimizer, len(train_loader))
+    sched = schedule.build(schedule_spec(args), optimizer, len(train_loader))
     mixup_fn = build_mixup(args, num_classes)
     method = Classification(model, build_loss(args, mixup_fn is not None), mixup_fn, train_data.device_augment,
                             args.mixup_off_epoch)
