@@ -16,7 +16,7 @@ from fdsl.cli.args import build_parser, parse
 from fdsl.cli.main import main
 from fdsl.errors import UserError
 
-# (dest, default) of the 89 entries of the published pretrain.py parser (spec 1.2), plus VA's two.
+# (dest, default) of the 89 entries of the published pretrain.py parser (docs/training.md), plus VA's two.
 PUBLISHED_PRETRAIN = {
     "data_dir": None, "dataset": "", "train_split": "train", "val_split": "validation",
     "model": "deit_tiny_patch16_224", "pretrained": False, "resume": "", "no_resume_opt": False, "num_classes": None,

@@ -1,4 +1,4 @@
-"""The hydra-style command line of VisualAtom's finetune.py and 1p-frac's main.py (spec section 4):
+"""The hydra-style command line of VisualAtom's finetune.py and 1p-frac's main.py (docs/training.md):
 `data=colorimagefolder data.baseinfo.num_classes=10 ckpt=... model=vit model.arch.model_name=... epochs=...
 mode=finetune output_dir=...`, mapped onto the same engine with the published configs' defaults.
 

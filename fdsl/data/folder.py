@@ -1,4 +1,4 @@
-"""Recursive leaf-folder image datasets (spec 2.1): every png/jpg/jpeg under ROOT gets the label of its
+"""Recursive leaf-folder image datasets (docs/training.md): every png/jpg/jpeg under ROOT gets the label of its
 leaf directory, classes in natural-sort order, images converted to RGB.
 
 Images are read as uint8 arrays (fdsl.data.images: fdsl's own PNGs without PIL), from the files or from a

@@ -1,4 +1,4 @@
-"""Image lists (spec B.9): one image per line, relative to a root folder.
+"""Image lists (docs/hpt.md): one image per line, relative to a root folder.
 
     relpath                 unlabeled (pre-training)
     relpath 7               single label, an integer class

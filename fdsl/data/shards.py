@@ -1,5 +1,5 @@
 """webdataset shards (`-w --trainshards 'P/SHARDS-{000000..000099}.tar'`): samples are <key>.png (or jpg)
-plus <key>.cls holding the class id as ASCII (spec 1.16).
+plus <key>.cls holding the class id as ASCII (docs/training.md).
 
 Shards are split by rank then by DataLoader worker; the shard order is reshuffled every pass and samples go
 through a small shuffle buffer. Fixed here (D12): works without --no-prefetcher, shuffles shards, the buffer

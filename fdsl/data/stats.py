@@ -1,4 +1,4 @@
-"""Per-channel pixel mean and std of an image set, as HPT's compute-dataset-pixel-mean-std (spec B.4):
+"""Per-channel pixel mean and std of an image set, as HPT's compute-dataset-pixel-mean-std (docs/hpt.md):
 every image at its own size (no resize), values in 0-1; per image the channel means of x and of x^2;
 mean = E[mean_img], std = sqrt(E[mean(x^2)_img] - mean^2). Each image counts once, whatever its size."""
 from __future__ import annotations

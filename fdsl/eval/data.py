@@ -1,4 +1,4 @@
-"""Loaders and transforms of the evaluation protocols (spec ssl.md A.10): a training loader that resumes
+"""Loaders and transforms of the evaluation protocols (docs/ssl.md): a training loader that resumes
 exactly (engine's Resumable sampler + per-sample seeding), an evaluation pass gathered in dataset order on
 every rank, and the published crops (RandomResizedCrop + flip to train, Resize(256) + CenterCrop(224) to
 test, TenCrop or 10 random crops for VOC), scaled for other image sizes."""

@@ -1,4 +1,4 @@
-"""Linear probes on frozen conv features (spec ssl.md A.10, eval_linear.py): the trunk's k-th conv activation
+"""Linear probes on frozen conv features (docs/ssl.md, eval_linear.py): the trunk's k-th conv activation
 (VGG16 conv1..conv13, or a timm trunk's pooled feature), average-pooled to fewer than 10k dimensions, then
 one linear layer trained with SGD and Bottou's decay lr_t = lr0 / sqrt(1 + lr0 * wd * t).
 """

@@ -1,4 +1,4 @@
-"""Pascal VOC 2007 multi-label classification (spec ssl.md A.10): the devkit reader, the masked BCE loss and
+"""Pascal VOC 2007 multi-label classification (docs/ssl.md): the devkit reader, the masked BCE loss and
 mean AP (difficult images excluded per class), and the fc6-8 / all-layers transfer model.
 
 Labels per image and class: 1 present, 0 absent, 255 difficult (ignored by the loss and by the AP), read

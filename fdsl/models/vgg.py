@@ -1,4 +1,4 @@
-"""VGG16-BN with the fixed Sobel front end of DeepCluster/DeeperCluster (spec ssl.md A.1), written by hand
+"""VGG16-BN with the fixed Sobel front end of DeepCluster/DeeperCluster (docs/ssl.md), written by hand
 because neither timm nor torchvision has the Sobel input, the published padding or the conv taps.
 
 Module names follow the published `Net(padding, sobel, body)` so that fdsl's state dicts and the released

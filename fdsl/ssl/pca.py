@@ -1,4 +1,4 @@
-"""PCA whitening of DeepCluster/DeeperCluster (spec ssl.md A.5): centre, project on the top eigenvectors of
+"""PCA whitening of DeepCluster/DeeperCluster (docs/ssl.md): centre, project on the top eigenvectors of
 the covariance, scale by eigenvalue^-0.5 (eigenvalues floored at max * 1e-5), then L2-normalise each row.
 
 Written by hand (a few lines of torch) because faiss' PCAMatrix has no eigenvalue floor and scikit-learn's

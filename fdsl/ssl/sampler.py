@@ -1,4 +1,4 @@
-"""Uniform-over-clusters sampling (DeepCluster's fix for degenerate clusters; spec ssl.md A.6).
+"""Uniform-over-clusters sampling (DeepCluster's fix for degenerate clusters; docs/ssl.md).
 
 Every pseudo-label present gets the same number of draws per epoch (with replacement only when the cluster
 is smaller than that), the draws are shuffled and cut to `epoch_size`, and rank r takes every W-th one. With

@@ -3,12 +3,12 @@
 All randomness comes from torch's RNG (torchvision transforms; the blur draws its sigma with torch too), so
 a per-sample seed makes every view reproducible.
 
-MoCo v2 (HPT, spec B.2), both views from one pipeline:
+MoCo v2 (HPT, docs/hpt.md), both views from one pipeline:
     RandomResizedCrop(size, scale 0.2-1) -> p 0.8 ColorJitter(0.4, 0.4, 0.4, hue 0.4) -> p 0.2 grey
     -> p 0.5 Gaussian blur sigma U[0.1, 2] (PIL) -> flip -> tensor -> normalise
   `hue=0.1` gives the upstream OpenSelfSup MoCo v2 pipeline. Ablation variants of the HPT configs:
   crop_only (= "simple", the rrcaug HPT-BN configs: crop + flip), crop_blur, rm_color, rm_gray.
-BYOL (spec B.3), view 1 / view 2:
+BYOL (docs/hpt.md), view 1 / view 2:
     RandomResizedCrop(size, bicubic, scale 0.08-1) -> flip -> p 0.8 ColorJitter(0.4, 0.4, 0.2, 0.1)
     -> p 0.2 grey -> blur p 1.0 / 0.1 -> solarize(128) p 0 / 0.2 -> tensor -> normalise
 """
