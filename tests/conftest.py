@@ -1,4 +1,3 @@
-import hashlib
 import os
 import sys
 
@@ -7,18 +6,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-
-def tree_hashes(root: str, suffixes=(".png", ".tar", ".csv")) -> dict:
-    """{relative path: sha1} of the files under root with these suffixes."""
-    out = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            if name.endswith(suffixes):
-                path = os.path.join(directory, name)
-                with open(path, "rb") as handle:
-                    out[os.path.relpath(path, root)] = hashlib.sha1(handle.read()).hexdigest()
-    return out
 
 
 @pytest.fixture

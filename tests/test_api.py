@@ -14,8 +14,7 @@ import fdsl
 from fdsl import api
 from fdsl.data import registry
 from fdsl.errors import UserError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
 
 
 def readme_library_section() -> str:

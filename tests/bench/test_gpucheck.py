@@ -6,9 +6,8 @@ import sys
 import time
 import zipfile
 
-from test_engine_util import REPO
-
 from bench.gpucheck import harness as gpucheck
+from tests.helpers import REPO
 
 NAMES = ["device", "cuda-tests", "render", "sync", "train-deit-tiny", "train-deit-base", "fp16", "ddp", "kmeans", "ssl",
          "loader"]

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
 
 from fdsl.cli import hydra
 from fdsl.cli.args import build_parser, parse
 from fdsl.cli.main import main
 from fdsl.errors import UserError
+from tests.helpers import REPO
+from tests.helpers.runs import TINY_VIT, make_folder, read_summary, run_cli
 
 # (dest, default) of the 89 entries of the published pretrain.py parser (spec 1.2), plus VA's two.
 PUBLISHED_PRETRAIN = {
@@ -71,7 +72,7 @@ def test_config_recipe_then_flags_override(tmp_path):
 
 
 def test_repo_configs_are_valid():
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    root = os.path.join(REPO, "configs")
     recipes = [f for f in os.listdir(root) if f.endswith(".yaml")] if os.path.isdir(root) else []
     for name in recipes:
         kind = "finetune" if "finetune" in name else "pretrain"
@@ -218,8 +219,6 @@ def test_unknown_hydra_key_is_one_clear_line(data):
 def test_top_level_scripts_only_parse_and_call(tmp_path):
     import subprocess
     import sys
-
-    from test_engine_util import REPO
 
     for script in ("pretrain.py", "finetune.py"):
         proc = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True, text=True,

@@ -4,8 +4,9 @@ import json
 import shutil
 
 import pytest
-from export_util import VIT_FLAGS, named_folder
 from PIL import Image
+
+from tests.helpers.tiny_models import VIT_FLAGS, named_folder
 
 TRAIN = ["--mean", "0.5", "0.4", "0.3", "--std", "0.2", "0.25", "0.3", "--crop-pct", "0.8", "--lr", "0.05",
          "--warmup-epochs", "0", "--epochs", "2", "-b", "8", "-j", "0", "--device", "cpu", "--cache-images", "off"]

@@ -5,8 +5,9 @@ import struct
 import pytest
 import timm
 import torch
-from export_util import NAMES, VIT, VIT_FLAGS, VIT_KWARGS, named_folder, write_manifest
 from safetensors.torch import load_file
+
+from tests.helpers.tiny_models import NAMES, VIT, VIT_FLAGS, VIT_KWARGS, named_folder, write_manifest
 
 RECIPE = ["--mean", "0.5", "0.4", "0.3", "--std", "0.2", "0.25", "0.3", "--interpolation", "bilinear",
           "--crop-pct", "0.8", "--lr", "0.003", "--epochs", "1", "-b", "8", "-j", "0", "--device", "cpu",

@@ -1,20 +1,19 @@
 """timm users' habits on `fdsl pretrain` / `fdsl finetune`: --dataset forms (folder, wds/...; the others refused in
 one line), --initial-checkpoint, --device mps, and --help that opens with examples that parse."""
-import os
 import re
 import shlex
 
 import pytest
 import torch
-from test_engine_util import TINY_VIT, make_folder, read_summary
 
 from fdsl.cli import args as cli_args
 from fdsl.cli import finetune, hydra, pretrain, timm_flags
 from fdsl.data import builder, registry
 from fdsl.engine import distributed
 from fdsl.errors import UserError
+from tests.helpers import REPO
+from tests.helpers.runs import TINY_VIT, make_folder, read_summary
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [*TINY_VIT, "-b", "8", "--epochs", "1", "-j", "0", "--log-interval", "100"]
 
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import webdataset as wds
-from conftest import ROOT, tree_hashes
 
 from fdsl.data import builder, params_csv, registry
+from tests.helpers import REPO, tree_hashes
 
 SMALL = ["--size", 64, "--iterations", 20000, "--search-points", 20000, "--search-size", 128]
 
@@ -80,7 +80,7 @@ def test_resume_after_a_killed_process(tmp_path):
     out = tmp_path / "db"
     cmd = [sys.executable, "-m", "fdsl", "render", "fractaldb", "--out", str(out), "--classes", "12",
            "--instances", "40", "--no-progress", *map(str, SMALL)]
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = {**os.environ, "PYTHONPATH": REPO}
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "00001").exists():
@@ -196,11 +196,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, fdsl_cli, args, message):
 
 def test_python_dash_m_entry_point_reports_errors_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fdsl", "render", "fractaldb", "--out", str(tmp_path),
-                             "--classes", "0"], check=False, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                             "--classes", "0"], check=False, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True,
                             text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     help_text = subprocess.run([sys.executable, "-m", "fdsl", "render", "fractaldb", "--help"], check=False,
-                               env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True).stdout
+                               env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True).stdout
     assert "--weight-interval" in help_text and "--class-range" in help_text
 
 

@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, tree_hashes
 
 from fdsl import launch
 from fdsl.data import builder, registry
+from tests.helpers import REPO, tree_hashes
 
 SMALL = ["rcdb", "--size", "48", "--classes", "6", "--instances", "4", "--line-num-max", "30", "--no-progress"]
 MPIRUN = shutil.which("mpirun")
@@ -20,7 +20,7 @@ MPIRUN = shutil.which("mpirun")
 
 def fake_ranks(size: int, job: str, **extra) -> list[dict]:
     """Environments of `srun -n size` ranks on one node (no MPI involved)."""
-    return [{**os.environ, "PYTHONPATH": ROOT, "SLURM_PROCID": str(r), "SLURM_NTASKS": str(size),
+    return [{**os.environ, "PYTHONPATH": REPO, "SLURM_PROCID": str(r), "SLURM_NTASKS": str(size),
              "SLURM_LOCALID": str(r), "SLURM_NNODES": "1", "SLURM_JOB_ID": job, **extra} for r in range(size)]
 
 
@@ -106,7 +106,7 @@ def test_rank_zero_reports_units_left_missing(tmp_path):
 
 @pytest.mark.skipif(MPIRUN is None, reason="OpenMPI (mpirun) not installed")
 def test_mpirun_build_equals_one_process(tmp_path, reference):
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    env = {**os.environ, "PYTHONPATH": REPO, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     cmd = [MPIRUN, "-np", "2", "--oversubscribe", "-x", "PYTHONPATH", sys.executable, "-m", "fdsl", "render",
            *SMALL, "--out", str(tmp_path / "db"), "--workers", "2"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
@@ -119,7 +119,7 @@ def test_mpirun_build_equals_one_process(tmp_path, reference):
 def test_mpirun_training_rendezvous_without_master_addr():
     pytest.importorskip("mpi4py")
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
-    env.update(PYTHONPATH=ROOT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.update(PYTHONPATH=REPO, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     code = ("import torch; from fdsl.engine import distributed as d; info = d.init('cpu', timeout_s=60); "
             "t = d.all_reduce_sum(torch.tensor([info.rank + 1.0]), info); "
             "import sys; sys.stdout.write(f'sum {int(t.item())}\\n'); sys.stdout.flush(); "  # one write: ranks do not interleave

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_engine_util import TINY_VIT, read_summary
 from timm.data import auto_augment
 from torchvision.transforms.v2 import functional as TF
 
@@ -21,6 +20,7 @@ from fdsl.data.device.class_params import all_class_params
 from fdsl.data.device.memory import largest_batch, memory_probe
 from fdsl.data.device.source import DeviceBatchSource
 from fdsl.errors import UserError
+from tests.helpers.runs import TINY_VIT, read_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 

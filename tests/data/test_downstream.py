@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine_util import TINY_VIT, read_summary
 
 from fdsl.data.images import read_image
 from fdsl.data.shards import read_local_tar
+from tests.helpers.runs import TINY_VIT, read_summary
 
 DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -140,7 +140,7 @@ def test_cifar_pixels_round_trip(tmp_path, fdsl_cli, name, labels):
 
 
 def test_folder_source_copies_files(tmp_path, fdsl_cli):
-    from test_engine_util import make_folder
+    from tests.helpers.runs import make_folder
 
     src = make_folder(tmp_path / "src", classes=3, per_class=4, splits=("train", "val"))
     out = tmp_path / "out"

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 from scipy import stats
-from test_engine_util import TINY_VIT
 from timm.data import create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader
@@ -19,6 +18,7 @@ from fdsl.data.batch_augment.folder import DeviceAugment, FolderInput, collate_f
 from fdsl.data.batch_augment.spec import AugmentSpec, RandAugmentSpec
 from fdsl.data.images import ResizedCrop, crop_params, read_image
 from fdsl.errors import UserError
+from tests.helpers.runs import TINY_VIT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEIT = {"is_training": True, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25, "color_jitter": 0.4,

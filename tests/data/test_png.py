@@ -9,10 +9,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
 from PIL import Image
 
 from fdsl.data import folder, png, registry, writers
+from tests.helpers import REPO
 
 
 def images():
@@ -56,7 +56,7 @@ def test_same_bytes_in_another_process_and_smaller_than_opencv(tmp_path):
     code = (f"import hashlib, numpy as np; from fdsl.data import png; z = np.load({str(tmp_path / 'images.npz')!r}); "
             "print(' '.join(hashlib.sha1(png.encode(z[k])).hexdigest() for k in sorted(z.files, key=lambda k: "
             "int(k.split('_')[1]))))")
-    other = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+    other = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": REPO}, capture_output=True,
                            text=True, check=True).stdout.split()
     assert other == [hashlib.sha1(png.encode(i)).hexdigest() for i in arrays.values()]
     drawing = arrays["gray drawing"]
@@ -68,7 +68,7 @@ def test_zlib_fallback_when_isal_is_missing():
             "a = np.arange(64 * 48, dtype=np.uint8).reshape(64, 48) % 7 * 30; "
             "b = cv2.imdecode(np.frombuffer(png.encode(a), np.uint8), cv2.IMREAD_UNCHANGED); "
             "print(png.BACKEND, bool((a == b).all()), png.describe())")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": REPO}, capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("zlib True fdsl-png zlib")
 

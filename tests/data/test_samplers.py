@@ -1,11 +1,11 @@
 """Data sources and samplers: leaf-folder discovery, RASampler, shards split by rank/worker, on-the-fly."""
 import numpy as np
 import torch
-from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
 
 from fdsl.cli.main import main
 from fdsl.data import folder, registry, samplers
 from fdsl.data.onthefly import OnTheFlyDataset
+from tests.helpers.runs import TINY_VIT, make_folder, read_summary, run_cli
 
 
 class ToyDB(registry.Database):

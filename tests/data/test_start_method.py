@@ -2,11 +2,11 @@
 do not depend on the method, and the shared image cache, which needs fork, steps aside under spawn."""
 import numpy as np
 import pytest
-from conftest import tree_hashes
 from PIL import Image
 
 from fdsl.data import builder, cache, registry, start_method
 from fdsl.errors import UserError
+from tests.helpers import tree_hashes
 
 
 def test_fork_on_linux_spawn_elsewhere_and_the_variable_overrides(monkeypatch):
@@ -63,11 +63,10 @@ def test_the_image_cache_needs_fork(tmp_path, monkeypatch):
 
 
 def test_dataloader_workers_and_their_shared_counters_use_the_start_method(tmp_path, monkeypatch):
-    from test_engine_util import make_folder
-
     from fdsl.cli.args import parse
     from fdsl.engine.data import build_train_data, make_loader
     from fdsl.engine.distributed import DistInfo
+    from tests.helpers.runs import make_folder
 
     folder = make_folder(tmp_path, classes=2, per_class=4)
     monkeypatch.setenv(start_method.ENV, "spawn")

@@ -1,24 +1,19 @@
 """Two CPU processes (gloo) through torchrun and, where installed, OpenMPI's mpirun."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
-from test_engine_util import REPO, TINY_VIT, make_folder, read_summary
+
+from tests.helpers import REPO
+from tests.helpers.runs import TINY_VIT, free_port, make_folder, read_summary
 
 ARGS = [*TINY_VIT, "-j", "0", "-b", "4", "--epochs", "2", "--opt", "adamw", "--lr", "1e-3", "--sched", "cosine_iter",
         "--warmup-epochs", "1", "--repeated-aug", "--mixup", "0.8", "--cutmix", "1.0", "--log-interval", "2",
         "--dist-timeout", "60"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra):

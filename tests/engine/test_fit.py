@@ -5,7 +5,6 @@ import signal
 
 import pytest
 import torch
-from test_engine_util import TINY_VIT, make_folder, run_cli
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fdsl.data import samplers
@@ -14,6 +13,7 @@ from fdsl.engine.data import TrainLoader
 from fdsl.engine.distributed import DistInfo
 from fdsl.engine.loop import LoopContext, train_one_epoch
 from fdsl.engine.method import Method, StepOutput
+from tests.helpers.runs import TINY_VIT, make_folder, run_cli
 
 
 class NoisyPoints(Dataset):

@@ -178,11 +178,9 @@ def test_train_step_compiles_as_one_graph(name, kwargs):
     import subprocess
     import sys
 
-    from test_engine_util import REPO
+    from tests.helpers import REPO
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = f"import test_gpu_ready as t; t.compiled_step_matches_eager({name!r}, {kwargs!r})"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=300,
-                          check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join([REPO, here]),
-                                            "OMP_NUM_THREADS": "1"})
+    code = f"import tests.engine.test_gpu_ready as t; t.compiled_step_matches_eager({name!r}, {kwargs!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False, env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,8 @@ import os
 
 import pytest
 import torch
-from test_engine_util import TINY_VIT, make_folder, read_summary, run_cli
+
+from tests.helpers.runs import TINY_VIT, make_folder, read_summary, run_cli
 
 FAST = ["-j", "0", "--log-interval", "100", "--warmup-epochs", "0"]
 

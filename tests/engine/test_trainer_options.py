@@ -3,9 +3,9 @@ import os
 
 import pytest
 import torch
-from test_engine_util import TINY_VIT, make_folder, run_cli
 
 from fdsl.cli.main import main
+from tests.helpers.runs import TINY_VIT, make_folder, run_cli
 
 COMMON = [*TINY_VIT, "-b", "8", "-j", "0", "--log-interval", "100", "--warmup-epochs", "0"]
 

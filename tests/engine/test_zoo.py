@@ -7,12 +7,20 @@ import re
 
 import pytest
 import torch
-from export_util import RESNET, RESNET_FLAGS, VIT, VIT_FLAGS, VIT_KWARGS, named_folder, tiny_resnet, tiny_vit
 from safetensors.torch import load_file
 
 from fdsl.engine import checkpoint, released, zoo
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
+from tests.helpers.tiny_models import (
+    RESNET,
+    RESNET_FLAGS,
+    VIT,
+    VIT_FLAGS,
+    VIT_KWARGS,
+    named_folder,
+    tiny_resnet,
+    tiny_vit,
+)
 
 
 def prefixed(sd, prefix):

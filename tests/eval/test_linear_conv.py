@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
-from test_ssl_cluster_util import make_oriented, make_voc
 
 from fdsl.errors import UserError
 from fdsl.eval.linear_conv import BottouSchedule, ConvProbe, StepDecay, kfold_split, pool_size
 from fdsl.eval.voc import DIFFICULT, VOC2007, masked_bce, read_split, voc_map
 from fdsl.models.vgg import create_vgg16
+from tests.helpers.cluster_images import make_oriented, make_voc
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 

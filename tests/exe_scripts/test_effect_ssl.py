@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
+
 EXE = os.path.join(REPO, "exe_scripts")
 sys.path.insert(0, EXE)
 

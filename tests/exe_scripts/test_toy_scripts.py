@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
+
 EXE = os.path.join(REPO, "exe_scripts")
 TINY_VIT = "--model-kwargs patch_size=8 embed_dim=32 depth=1 num_heads=2"
 CPU = "-j 0 --device cpu --log-interval 100 --dist-timeout 120"

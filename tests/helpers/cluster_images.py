@@ -1,5 +1,5 @@
-"""Shared fixtures of the clustering tests: tiny images with an orientation (RotNet can learn them) and a
-colour per class (clusters can find them), a VOC2007 devkit in miniature, and a CLI runner."""
+"""Images for the clustering tests: tiny images with an orientation (RotNet can learn them) and a colour per
+class (clusters can find them), and a VOC2007 devkit in miniature."""
 from __future__ import annotations
 
 import os

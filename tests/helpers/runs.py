@@ -1,14 +1,16 @@
-"""Shared helpers of the engine tests: tiny image folders and a CLI runner."""
+"""Tiny image folders, the `fdsl` CLI in a child process, a run's summary.csv and a free TCP port."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO
+
 # A ViT small enough for CPU tests: 16 px input, 8 px patches (4 tokens), one block.
 TINY_VIT = ["--model", "deit_tiny_patch16_224", "--model-kwargs", "patch_size=8", "embed_dim=32", "depth=1",
             "num_heads=2", "--input-size", "3", "16", "16"]
@@ -43,3 +45,10 @@ def read_summary(run_dir):
 
     with open(os.path.join(run_dir, "summary.csv")) as f:
         return list(csv.DictReader(f))
+
+
+def free_port() -> int:
+    """A TCP port the OS has just handed out (a rendezvous port no parallel test shares)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,11 +4,11 @@ import tarfile
 
 import numpy as np
 import pytest
-from conftest import tree_hashes
 
 from fdsl.data import registry
 from fdsl.errors import UserError
 from fdsl.render import contour
+from tests.helpers import tree_hashes
 
 # specs/generators.md section 4: pnoise1 at u ~ U(0, 10000), measured over 200,000 draws
 SPEC_PERCENTILES = {1: -0.827, 5: -0.579, 25: -0.152, 50: -0.002, 75: 0.144, 95: 0.616, 99: 0.857}

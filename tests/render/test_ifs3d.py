@@ -1,11 +1,11 @@
 """3D IFS: category search, the 145 instances, normalisation, the software camera and the build."""
 import numpy as np
 import pytest
-from conftest import tree_hashes
 
 from fdsl.data import registry
 from fdsl.errors import UserError
 from fdsl.render import ifs3d
+from tests.helpers import tree_hashes
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ssl_moco import TinyNet, ctx
 from torch import nn
 
 from fdsl.ssl.backbone import train_only_batchnorm
 from fdsl.ssl.byol import BYOL, byol_loss, tau_at
 from fdsl.ssl.moco import MoCo
 from fdsl.ssl.optim import build_optimizer, split_decay
+from tests.helpers.ssl_nets import TinyNet, ctx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,10 +11,10 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from test_engine_util import REPO
-from test_ssl_cluster_util import make_oriented
 
 from fdsl.ssl.clustering import load_round
+from tests.helpers import REPO
+from tests.helpers.cluster_images import make_oriented
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
@@ -142,7 +142,7 @@ def test_two_gloo_processes_cluster_like_one(fdsl_cli, images, tmp_path):
     flags = ["--data_path", images, *TINY, "--batch_size", "4", "--super_classes", "8", "--k", "4", "--nepochs",
              "1", "--dist-timeout", "60", "--epoch_size", "32"]
     env = {**os.environ, "PYTHONPATH": REPO, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    from test_engine_dist import free_port
+    from tests.helpers.runs import free_port
 
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(free_port()), "-m", "fdsl", "deepercluster", *flags, "--dump_path", tmp_path / "two"],

@@ -6,32 +6,12 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from fdsl.engine.distributed import DistInfo
-from fdsl.engine.loop import LoopContext
 from fdsl.errors import UserError
 from fdsl.ssl.moco import MoCo, check_queue
 from fdsl.ssl.shuffle_bn import GroupBatchNorm, convert_group_bn, set_bn_groups
+from tests.helpers.ssl_nets import TinyNet, ctx
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
-
-
-class TinyNet(nn.Module):
-    """conv-BN-ReLU-pool: a backbone with BatchNorm whose statistics matter, in milliseconds."""
-
-    num_features = 8
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-
-    def forward(self, x):
-        return self.conv2(torch.relu(self.bn1(self.conv1(x)))).mean((2, 3))
-
-
-def ctx():
-    return LoopContext(info=DistInfo())
 
 
 def test_group_batchnorm_is_batchnorm_per_chunk():

@@ -21,8 +21,8 @@ from fdsl.cli.main import main as fdsl_main
 from fdsl.study import aggregate, spec, timing
 from fdsl.study.graph import Plan, Run, layer
 from fdsl.study.template import TemplateError, expand
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = """\
 out: {out}
 seeds: [0, 1]

@@ -17,7 +17,7 @@ import torch
 import torchvision
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # tests/ssl/hpt/ -> the repository
 CONFIGS = ROOT / "configs" / "detectron2"
 EXPERIMENTS = {"voc07_R_50_C4_24k.yaml": (24000, (18000, 22000), ("voc_2007_trainval", "voc_2012_trainval"),
                                           ("voc_2007_test",)),

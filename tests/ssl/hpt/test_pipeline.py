@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_util import make_folder
 
 from fdsl.ssl.byol import tau_at
+from tests.helpers.runs import make_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread beats two contending ones
 
