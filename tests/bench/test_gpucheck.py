@@ -80,10 +80,10 @@ def test_a_step_over_its_cap_is_killed_with_its_children_and_reported():
 
 def test_cuda_tests_are_selected_by_the_cuda_marker():
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                           "tests/test_engine_options.py"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                           "tests/engine/test_trainer_options.py"], cwd=REPO, capture_output=True, text=True, timeout=120,
                           check=False)
     selected = [line for line in proc.stdout.splitlines() if "::" in line]
-    assert selected == [f"tests/test_engine_options.py::test_cuda_amp[{d}]" for d in ("float16", "bfloat16")]
+    assert selected == [f"tests/engine/test_trainer_options.py::test_cuda_amp[{d}]" for d in ("float16", "bfloat16")]
     assert all(os.path.exists(os.path.join(REPO, f)) for f in gpucheck.CUDA_TEST_FILES)
 
 

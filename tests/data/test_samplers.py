@@ -73,7 +73,7 @@ def test_onthefly_images_are_pure_functions_of_epoch_and_index():
 
 
 def test_synthetic_pretrain_runs_without_files(tmp_path, monkeypatch):
-    monkeypatch.setitem(registry._ENTRIES, "toy", "test_engine_data:ToyDB")
+    monkeypatch.setitem(registry._ENTRIES, "toy", "tests.data.test_samplers:ToyDB")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert main(["pretrain", "--synthetic", "toy", "--num-classes", "3", "--synthetic-instances", "8",
                  *TINY_VIT, "-b", "8", "--epochs", "2", "-j", "2", "--output", str(tmp_path), "--experiment", "s",

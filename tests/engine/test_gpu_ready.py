@@ -174,7 +174,7 @@ def test_train_step_compiles_as_one_graph(name, kwargs):
     """fullgraph=True: any graph break is an error. Backend aot_eager: the whole forward captured by dynamo and
     its backward traced by AOTAutograd, as inductor gets them, without inductor's C++ code generation (120 s
     for one ViT block on this 2-core machine; bench/gpu_check.sh compiles with inductor on the GPU). In a child
-    process: a compiled backward leaves autograd threads that break later fork-based tests (test_ssl_moco)."""
+    process: a compiled backward leaves autograd threads that break later fork-based tests (tests/ssl/test_moco.py)."""
     import subprocess
     import sys
 

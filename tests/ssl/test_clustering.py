@@ -1,5 +1,5 @@
 """Clustering pieces of DeeperCluster: PCA whitening, k-means (empty clusters, sizes), the two-level hierarchy,
-and the uniform-over-clusters sampler (two gloo processes: test_ssl_cluster_train)."""
+and the uniform-over-clusters sampler (two gloo processes: tests/ssl/test_deepercluster.py)."""
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits

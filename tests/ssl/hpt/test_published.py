@@ -3,7 +3,7 @@ on the same inputs. Point FDSL_HPT_PUBLISHED at an unpacked copy of that reposit
 OpenSelfSup/ and utils/):
 
     git -C <mirror> archive HEAD | tar -x -C /tmp/hpt_pub
-    FDSL_HPT_PUBLISHED=/tmp/hpt_pub pytest tests/test_hpt_published.py
+    FDSL_HPT_PUBLISHED=/tmp/hpt_pub pytest tests/ssl/hpt/test_published.py
 
 Without it (CI has no network to fetch it) every test here is skipped."""
 import json
