@@ -84,7 +84,7 @@ def check(command: str, tmp_path) -> None:
                               env={**os.environ, **env, "DRY_RUN": "1", "PYTHON": sys.executable},
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0 and "pretrain.py" in proc.stdout, (command, proc.stderr)
-    else:  # the demo and effect scripts (run by make demo and tests/test_exe_scripts.py), bench, scripts/
+    else:  # the demo and effect scripts (run by make demo and tests/exe_scripts/), bench, scripts/
         assert os.path.isfile(os.path.join(REPO, script)), f"{script} (in the README) does not exist"
         if script.endswith(".sh"):
             subprocess.run(["bash", "-n", os.path.join(REPO, script)], check=True)

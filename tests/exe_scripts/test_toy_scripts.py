@@ -6,7 +6,6 @@ import csv
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -15,16 +14,11 @@ import pytest
 from PIL import Image
 
 from tests.helpers import REPO
+from tests.helpers.runs import free_port
 
 EXE = os.path.join(REPO, "exe_scripts")
 TINY_VIT = "--model-kwargs patch_size=8 embed_dim=32 depth=1 num_heads=2"
 CPU = "-j 0 --device cpu --log-interval 100 --dist-timeout 120"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def script_env(tmp_path, **extra) -> dict:
