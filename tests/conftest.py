@@ -34,6 +34,8 @@ def one_thread():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skips without one); `pytest -m cuda` runs them all")
+    config.addinivalue_line("markers", "slow: an end-to-end test of over ~10 s on 2 cores; `pytest -m 'not slow'` "
+                                       "(make test-quick) is the quick loop, `pytest -m slow --collect-only -q` lists them")
 
 
 def pytest_collection_modifyitems(config, items):
