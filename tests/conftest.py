@@ -1,3 +1,5 @@
+"""Fixtures and markers for every test (fdsl_cli, one_thread; the cuda and slow markers). Shared builders of
+test data are plain functions in tests/helpers/."""
 import os
 import sys
 
