@@ -76,6 +76,7 @@ def test_resume_completes_a_partial_class_without_duplicates(tmp_path, fdsl_cli)
     assert not [n for n in os.listdir(class_dir) if ".tmp" in n]
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_process(tmp_path):
     out = tmp_path / "db"
     cmd = [sys.executable, "-m", "fdsl", "render", "fractaldb", "--out", str(out), "--classes", "12",

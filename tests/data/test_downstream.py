@@ -277,6 +277,7 @@ def test_stale_temporary_folder_of_a_killed_run_is_removed(tmp_path, fdsl_cli):
 
 
 # -- what reads it -----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_finetune_reads_the_prepared_folders(tmp_path, fdsl_cli, one_thread):
     make_idx(tmp_path / "src", per_class=(3, 1), size=(16, 16))
     data = tmp_path / "digits"

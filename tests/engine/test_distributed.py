@@ -11,6 +11,8 @@ import torch
 from tests.helpers import REPO
 from tests.helpers.runs import TINY_VIT, free_port, make_folder, read_summary
 
+pytestmark = pytest.mark.slow  # every test here starts two training processes
+
 ARGS = [*TINY_VIT, "-j", "0", "-b", "4", "--epochs", "2", "--opt", "adamw", "--lr", "1e-3", "--sched", "cosine_iter",
         "--warmup-epochs", "1", "--repeated-aug", "--mixup", "0.8", "--cutmix", "1.0", "--log-interval", "2",
         "--dist-timeout", "60"]

@@ -32,6 +32,7 @@ def summary(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,flags", [
     ("DeepCluster", ["--super_classes", "1", "--rotnet", "false", "--k", "4", "--sobel", "true", "--epoch_size",
                      "data"]),
@@ -136,6 +137,7 @@ def test_a_checkpoint_for_the_other_input_is_refused(fdsl_cli, images, tmp_path)
     assert code == 2 and "trained with Sobel (2 channels) input" in err
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_cluster_like_one(fdsl_cli, images, tmp_path):
     """torchrun, 2 CPU processes: the run completes, and the first round's assignments (computed before any
     training) are those of a 1-process run: the clustering does not depend on the world size."""
