@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.fdsl-installed
 FAISS  ?= faiss-cpu
 FAISS_STAMP := $(VENV)/.fdsl-$(FAISS)
 
-.PHONY: demo test lint bench clean gpu-wheels
+.PHONY: demo test test-quick lint bench clean gpu-wheels
 
 $(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ $(FAISS_STAMP): $(STAMP)
 demo: $(FAISS_STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash exe_scripts/demo.sh
 
+# the tests on JOBS processes (pytest-xdist; CI has 2 cores); test-quick leaves out the `slow` end-to-end ones
+JOBS ?= 2
 test: $(FAISS_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(JOBS) tests; status=$$?; \
+	echo "the slow end-to-end tests: $(BIN)/python -m pytest -m slow --collect-only -q tests (make test-quick skips them)"; \
+	exit $$status
+
+test-quick: $(FAISS_STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" tests
 
 lint: $(FAISS_STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-import hashlib
+"""Fixtures and markers for every test (fdsl_cli, one_thread; the cuda and slow markers). Shared builders of
+test data are plain functions in tests/helpers/."""
 import os
 import sys
 
@@ -7,18 +8,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-
-def tree_hashes(root: str, suffixes=(".png", ".tar", ".csv")) -> dict:
-    """{relative path: sha1} of the files under root with these suffixes."""
-    out = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            if name.endswith(suffixes):
-                path = os.path.join(directory, name)
-                with open(path, "rb") as handle:
-                    out[os.path.relpath(path, root)] = hashlib.sha1(handle.read()).hexdigest()
-    return out
 
 
 @pytest.fixture
@@ -47,6 +36,8 @@ def one_thread():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skips without one); `pytest -m cuda` runs them all")
+    config.addinivalue_line("markers", "slow: an end-to-end test of over ~10 s on 2 cores; `pytest -m 'not slow'` "
+                                       "(make test-quick) is the quick loop, `pytest -m slow --collect-only -q` lists them")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -31,8 +31,8 @@ BUDGET_S = 420  # 7 minutes of one GPU, CUDA contexts and compiles included: roo
 DRY_SLOWDOWN = 4  # a dry run's caps and budget: toy sizes, but a 2-core CPU and cold imports and compiles
 MARK = "GPUCHECK "
 # the CUDA tests, by file: a collection error in one file cannot hide the others
-CUDA_TEST_FILES = ["tests/test_engine_options.py", "tests/test_gpu_render.py", "tests/test_gpu_source.py",
-                   "tests/test_ssl_kmeans_backends.py"]
+CUDA_TEST_FILES = ["tests/engine/test_trainer_options.py", "tests/render/test_gpu.py", "tests/data/test_device_source.py",
+                   "tests/ssl/test_kmeans_search.py"]
 DATABASES = ["fractaldb", "onepfrac", "ofdb2d", "rcdb", "visualatom", "exfractaldb", "mvfractaldb", "ofdb3d"]
 
 

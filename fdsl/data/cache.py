@@ -2,7 +2,7 @@
 
 The buffer is one anonymous shared mapping (``mmap`` MAP_SHARED), made and filled before the DataLoader
 forks its workers: every worker reads the same physical pages, so N workers cost one copy of the images,
-not N (a worker's private memory does not grow as it reads; tests/test_input.py checks). It is filled by
+not N (a worker's private memory does not grow as it reads; tests/data/test_cache.py checks). It is filled by
 forked processes writing their share of the images straight into it. The size is not limited by /dev/shm.
 
 ``auto`` (the default) caches a folder whose decoded images need at most ``AUTO_SHARE`` of the memory

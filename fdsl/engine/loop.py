@@ -139,7 +139,7 @@ def train_one_epoch(method: Method, model, loader, optimizer, schedule, ctx: Loo
 
 def one_update(method: Method, model, batch, optimizer, ctx: LoopContext) -> None:
     """One optimiser step of train_one_epoch between two log steps, where the loop reads nothing back from the
-    device (no accumulation, no log): the step the device-sync audits run (tests/test_device_paths.py,
+    device (no accumulation, no log): the step the device-sync audits run (tests/data/test_device_on_meta.py,
     bench/gpucheck/checks.py)."""
     batch = to_device(batch, ctx)
     out = method.training_step(model, batch, ctx)
