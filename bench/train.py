@@ -29,12 +29,12 @@ from timm.optim import create_optimizer_v2
 
 from fdsl.cli.args import parse
 from fdsl.data.folder import ImageFolder
-from fdsl.data.transforms import data_config, train_transform
+from fdsl.data.transforms import InputSpec, TrainAugment, data_config, train_transform
 from fdsl.engine import distributed, schedule
 from fdsl.engine.loop import LoopContext, train_one_epoch
 from fdsl.engine.method import Classification
 from fdsl.models import factory
-from fdsl.recipes.common import model_spec, schedule_spec
+from fdsl.recipes.common import model_spec, schedule_spec, spec_of
 
 
 def options():
@@ -163,7 +163,7 @@ def synthetic_benchmark(o, args, model, opt):
     device = torch.device(o.device)
     info = distributed.DistInfo(device=device)
     source = build_device_source(args, info)
-    source.configure(args, data_config(args, getattr(model, "_orig_mod", model)))
+    source.configure(args, data_config(spec_of(InputSpec, args), getattr(model, "_orig_mod", model)))
     source.check_memory()
     ctx = loop_context(o, info)
     time_engine(model, opt, FirstBatches(source, 3), ctx, args)  # warm-up
@@ -190,7 +190,7 @@ def make_pngs(root, n, size):
 
 def data_benchmark(o, args, root):
     model = factory.create(model_spec(args), 10)
-    ds = ImageFolder(root, train_transform(args, data_config(args, model)))
+    ds = ImageFolder(root, train_transform(spec_of(TrainAugment, args), data_config(spec_of(InputSpec, args), model)))
     loader = torch.utils.data.DataLoader(ds, batch_size=o.batch_size, shuffle=True, num_workers=o.workers,
                                          drop_last=True)
     it = iter(loader)
