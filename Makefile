@@ -27,12 +27,12 @@ demo: $(FAISS_STAMP)
 # the tests on JOBS processes (pytest-xdist; CI has 2 cores); test-quick leaves out the `slow` end-to-end ones
 JOBS ?= 2
 test: $(FAISS_STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) tests; status=$$?; \
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15 tests; status=$$?; \
 	echo "the slow end-to-end tests: $(BIN)/python -m pytest -m slow --collect-only -q tests (make test-quick skips them)"; \
 	exit $$status
 
 test-quick: $(FAISS_STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal -m "not slow" tests
 
 lint: $(FAISS_STAMP)
 	$(BIN)/ruff check .

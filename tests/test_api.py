@@ -23,6 +23,7 @@ def readme_library_section() -> str:
     return re.search(r"^## Use as a library\n(.*?)(?=^## )", text, flags=re.DOTALL | re.MULTILINE).group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_verbatim(one_thread):
     section = readme_library_section()
     assert len(section.strip().splitlines()) < 24  # with its heading, the section is under 25 lines
@@ -63,6 +64,7 @@ def test_items_are_the_databases_images_and_epochs_show_new_instances():
     assert np.array_equal(np.asarray(ds[4][0]), rendered(1, 7))
 
 
+@pytest.mark.slow
 def test_dataset_works_in_spawned_dataloader_workers():
     ds = api.OnTheFlyDataset("rcdb", instances_per_class=2, num_classes=2, size=16, transform=np.asarray)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")

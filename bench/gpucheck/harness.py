@@ -144,7 +144,7 @@ STEPS = [
     Step("ssl", "MoCo v2 and BYOL steps vs the bare step, bf16 (bench/ssl_step.py)", 40,
          [*script("bench/ssl_step.py"), "--device", "cuda", "--arch", "resnet50", "--img-size", "224",
           "--batch-size", "64", "--queue-size", "65536", "--rounds", "5", "--amp", "--threads", "4"],
-         {"--arch": ["resnet18"], "--img-size": ["32"], "--batch-size": ["4"], "--rounds": ["1"],
+         {"--arch": ["resnet10t"], "--img-size": ["16"], "--batch-size": ["4"], "--rounds": ["1"],
           "--threads": ["1"], "--queue-size": ["64"]}, ssl_figure),
     Step("loader", "pinned-memory DataLoader from a PNG folder to the device", 20,
          **inner("loader", {"images": "256", "size": "256", "workers": "8", "batch": "64"},

@@ -79,6 +79,7 @@ def parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from fdsl.recipes.deepercluster import run
+    args = parse(argv)
+    from fdsl.recipes.deepercluster import run  # after parsing: --help and a bad flag answer at once
 
-    return run_distributed(parse(argv), run)
+    return run_distributed(args, run)

@@ -45,6 +45,7 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from fdsl.recipes.eval_voc import run
+    args = build_parser().parse_args(argv)
+    from fdsl.recipes.eval_voc import run  # after parsing: --help and a bad flag answer at once
 
-    return run_distributed(build_parser().parse_args(argv), run)
+    return run_distributed(args, run)

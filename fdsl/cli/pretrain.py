@@ -23,8 +23,10 @@ Flags after --config override the recipe; --batch-size is per process; --resume 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from fdsl.recipes import supervised
-
     if hydra.is_hydra(argv):  # 1p-frac's main.py pre-trains with mode=pretrain
-        return supervised.run(hydra.to_args(argv))
-    return supervised.run(cli_args.parse("pretrain", argv, USAGE, EXAMPLES))
+        args = hydra.to_args(argv)
+    else:
+        args = cli_args.parse("pretrain", argv, USAGE, EXAMPLES)
+    from fdsl.recipes import supervised  # after parsing: --help and a bad flag answer without importing torch
+
+    return supervised.run(args)

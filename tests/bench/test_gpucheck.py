@@ -6,6 +6,8 @@ import sys
 import time
 import zipfile
 
+import pytest
+
 from bench.gpucheck import harness as gpucheck
 from tests.helpers import REPO
 
@@ -78,6 +80,7 @@ def test_a_step_over_its_cap_is_killed_with_its_children_and_reported():
     assert gpucheck.run_step(step, dry=False, remaining_s=1)["result"] == "skipped: over the budget"
 
 
+@pytest.mark.slow
 def test_cuda_tests_are_selected_by_the_cuda_marker():
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                            "tests/engine/test_trainer_options.py"], cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -87,6 +90,7 @@ def test_cuda_tests_are_selected_by_the_cuda_marker():
     assert all(os.path.exists(os.path.join(REPO, f)) for f in gpucheck.CUDA_TEST_FILES)
 
 
+@pytest.mark.slow
 def test_the_whole_dry_run_passes_without_the_packages_the_gpu_machine_lacks(tmp_path):
     """bash bench/gpu_check.sh --dry-run, as on the GPU machine: webdataset, isal, faiss and wandb unimportable,
     python3 only. Every step passes, faiss reports n/a with the reason. About 1.5 minutes on 2 cores."""
@@ -116,6 +120,7 @@ def wheel(folder, name: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_wheels_travel_and_are_installed_before_the_steps(tmp_path):
     """--wheels DIR installs DIR/*.whl with pip --no-index into a folder ahead of PYTHONPATH: a package the
     machine lacks is then found by the steps (here a stand-in webdataset, shadowing the blocked one)."""

@@ -1,5 +1,6 @@
 """Data sources and samplers: leaf-folder discovery, RASampler, shards split by rank/worker, on-the-fly."""
 import numpy as np
+import pytest
 import torch
 
 from fdsl.cli.main import main
@@ -88,6 +89,7 @@ def test_gray_folder_images_become_rgb(tmp_path):
     assert img.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_worker_errors_keep_one_line(tmp_path):
     db = make_folder(tmp_path / "db", classes=2, per_class=4)
     for p in (tmp_path / "db").rglob("*.png"):

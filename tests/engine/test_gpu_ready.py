@@ -165,6 +165,7 @@ def compiled_step_matches_eager(name: str, kwargs: dict) -> None:
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, kwargs", [
     # reduced depth, the same block types (compiling all 12 ViT blocks / 16 bottlenecks takes 30-50 s here)
     ("deit_tiny_patch16_224", {"img_size": 32, "depth": 1}),

@@ -112,6 +112,7 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_hpt_effect_smoke_writes_the_table_chart_and_resumes(tmp_path):
     work = tmp_path / "hpt"
     proc = run_script("hpt_effect.py", work, "--quick", "--seeds", 0, "--methods", "moco", "--jobs", 1)
@@ -136,6 +137,7 @@ def test_hpt_effect_smoke_writes_the_table_chart_and_resumes(tmp_path):
     assert other.returncode != 0 and "steps 12 -> 8" in other.stderr  # runs of another size are not mixed in
 
 
+@pytest.mark.slow
 def test_ssl_effect_smoke_writes_every_row_and_its_gain(tmp_path):
     work = tmp_path / "ssl"
     proc = run_script("ssl_effect.py", work, "--quick", "--seeds", 0, "--jobs", 1)

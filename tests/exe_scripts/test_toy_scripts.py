@@ -61,6 +61,7 @@ TOY_RUNS = [
 ]  # FT_DATA None: the twin's own default, scikit-learn's digits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,launcher,fmt,extra", TOY_RUNS, ids=[r[0] for r in TOY_RUNS])
 def test_toy_run(script, launcher, fmt, extra, ft_data, tmp_path):
     if launcher == "mpirun" and shutil.which("mpirun") is None:
@@ -219,6 +220,7 @@ def test_demo_report_uses_the_last_tested_epoch(tmp_path):
     assert "79.5%   +7.5 points over from scratch" in proc.stdout and "72.0%" in proc.stdout
 
 
+@pytest.mark.slow
 def test_effect_sh_runs_a_row_end_to_end(tmp_path):
     """effect.sh (fdsl study studies/digits_effect.yaml) at toy scale: one seed, 1p-frac at delta 0.01 (4 classes x
     16 images), one epoch each."""

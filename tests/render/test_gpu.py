@@ -342,6 +342,7 @@ def test_the_probe_sees_syncing_ops():
     assert {"nonzero", "_local_scalar_dense", "index with a boolean mask"} <= set(counter.syncing)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,options,ceiling", [
     ("fractaldb", {"iterations": 20_000}, 3271 // 5),  # 3,271 ops before the scan, whatever the batch
     ("exfractaldb", {"points": 10_000}, 3211 // 5),  # 3,211 at 10k points before

@@ -481,6 +481,7 @@ def _two_rank_problem():
     return method, torch.randn(16, 7), groups, torch.randint(0, 3, (16,))
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_gradients(tmp_path):
     """The group counts are global: two gloo processes (DDP, 8 samples each, groups unevenly spread) give every
     tensor the gradient that one process computes on the 16 samples (itself the per-group reference above)."""

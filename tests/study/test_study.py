@@ -70,6 +70,7 @@ def results(out) -> dict[str, float]:
     return {os.path.basename(p): os.path.getmtime(p) for p in glob.glob(str(out / "results" / "*.json"))}
 
 
+@pytest.mark.slow
 def test_toy_study_survives_kill_9_resumes_and_keys_the_recipe(toy):
     out = toy.parent / "out"
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
@@ -126,6 +127,7 @@ def test_toy_study_survives_kill_9_resumes_and_keys_the_recipe(toy):
         toy_study(toy, f"reuse={toy.parent / 'nosuch'}")
 
 
+@pytest.mark.slow
 def test_a_prepare_spec_is_prepared_once_and_fine_tuned_on(toy):
     """downstream: {prepare: ...} is one `fdsl data prepare` run that the fine-tunes read; without a baseline
     the table has no gain column."""

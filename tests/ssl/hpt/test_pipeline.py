@@ -132,6 +132,7 @@ def test_finetune_trains_the_head_at_100x_by_epoch(images, tmp_path, fdsl_cli):
     assert [r["epoch"] for r in rows] == [0, 1] and rows[0]["step"] == 3  # 24 images / 4 = 6 batches / 2
 
 
+@pytest.mark.slow
 def test_finetune_by_iter_evaluates_every_n_forward_passes_as_published(images, tmp_path, fdsl_cli):
     """6 steps of 2 x 4 accumulated. Evaluations every 2 passes: at passes 2, 4, ... (steps 0.5, 1, ...; half
     of them between optimiser steps), as the published ValidateHook. Every 4 passes they fall after steps
