@@ -5,7 +5,7 @@
     bash bench/gpu_check.sh --list            # the steps and their time caps (they sum to at most 420 s)
 
 Each step runs in its own process under its own time limit (a hung or crashed step costs its cap, never the
-rest), and is one row of the table printed at the end: what it checks, the figure it measured, and pass,
+rest; a dry run forks each step from a server that imported torch once, the GPU run starts fresh interpreters), and is one row of the table printed at the end: what it checks, the figure it measured, and pass,
 fail, or n/a with the reason (a package the machine lacks, such as faiss-gpu). The rows also go to a JSON
 report (--json). A step whose cap would overrun the budget is skipped.
 
@@ -161,15 +161,7 @@ def run_step(step: Step, dry: bool, remaining_s: float) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen(step.argv(dry), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # its own group: a timeout ends its workers too
-    try:
-        out, _ = proc.communicate(timeout=cap)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        code = None
+    out, code = (run_forked if dry else run_process)(step.argv(dry), env, cap)
     seconds = time.perf_counter() - start
     row.update(seconds=round(seconds, 1), rc=code, tail=out.strip().splitlines()[-8:])
     reported = [line[len(MARK):] for line in out.splitlines() if line.startswith(MARK)]
@@ -183,6 +175,69 @@ def run_step(step: Step, dry: bool, remaining_s: float) -> dict:
     elif code != 0 and passed(row):
         row["result"] = f"fail: exit {code}"
     return row
+
+
+def run_process(argv: list[str], env: dict, cap: float) -> tuple[str, int | None]:
+    """(output, exit code; None when killed at its cap) of ARGV in a fresh interpreter in its own process group:
+    a timeout ends its workers too."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=cap)
+        return out, proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0], None
+
+
+def run_forked(argv: list[str], env: dict, cap: float) -> tuple[str, int | None]:
+    """run_process for a dry run on a CPU: the same command line in a child forked from a server that imported
+    torch and timm once (a fresh interpreter spends ~7 s on them on a 2-core machine, most of a toy-sized step).
+    The child has its own process group, environment, argv and exit code; on the GPU every step still starts
+    a fresh interpreter."""
+    import multiprocessing
+    import tempfile
+
+    if argv[1] == "-c":  # no step's line; a fresh interpreter, as on the GPU
+        return run_process(argv, env, cap)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "timm"])
+    with tempfile.TemporaryDirectory() as folder:
+        log = os.path.join(folder, "out")
+        child = context.Process(target=_forked_main, args=(argv[1:], env, log))
+        child.start()
+        child.join(cap)
+        code = child.exitcode
+        if code is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.join()
+        with open(log, errors="replace") as handle:
+            return handle.read(), code
+
+
+def _forked_main(args: list[str], env: dict, log: str) -> None:
+    """`python ARGS` in this forked child (`-m MODULE ...` or `SCRIPT ...`), output (fds 1 and 2) to LOG."""
+    import atexit
+    import runpy
+
+    os.setsid()
+    os.chdir(ROOT)
+    os.environ.clear()
+    os.environ.update(env)
+    handle = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(handle, 1)
+    os.dup2(handle, 2)
+    os.close(handle)
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(args)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))  # as `python SCRIPT` puts it first
+            runpy.run_path(args[0], run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()
 
 
 def table(rows: list[dict]) -> str:
