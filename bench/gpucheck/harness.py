@@ -26,6 +26,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from bench import forked
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 BUDGET_S = 420  # 7 minutes of one GPU, CUDA contexts and compiles included: room to rerun a step in 15
 DRY_SLOWDOWN = 4  # a dry run's caps and budget: toy sizes, but a 2-core CPU and cold imports and compiles
@@ -192,52 +194,12 @@ def run_process(argv: list[str], env: dict, cap: float) -> tuple[str, int | None
 
 def run_forked(argv: list[str], env: dict, cap: float) -> tuple[str, int | None]:
     """run_process for a dry run on a CPU: the same command line in a child forked from a server that imported
-    torch and timm once (a fresh interpreter spends ~7 s on them on a 2-core machine, most of a toy-sized step).
-    The child has its own process group, environment, argv and exit code; on the GPU every step still starts
-    a fresh interpreter."""
-    import multiprocessing
-    import tempfile
-
+    torch and timm once (bench/forked.py), its own process group; on the GPU every step starts a fresh
+    interpreter."""
     if argv[1] == "-c":  # no step's line; a fresh interpreter, as on the GPU
         return run_process(argv, env, cap)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "timm"])
-    with tempfile.TemporaryDirectory() as folder:
-        log = os.path.join(folder, "out")
-        child = context.Process(target=_forked_main, args=(argv[1:], env, log))
-        child.start()
-        child.join(cap)
-        code = child.exitcode
-        if code is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.join()
-        with open(log, errors="replace") as handle:
-            return handle.read(), code
-
-
-def _forked_main(args: list[str], env: dict, log: str) -> None:
-    """`python ARGS` in this forked child (`-m MODULE ...` or `SCRIPT ...`), output (fds 1 and 2) to LOG."""
-    import atexit
-    import runpy
-
-    os.setsid()
-    os.chdir(ROOT)
-    os.environ.clear()
-    os.environ.update(env)
-    handle = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(handle, 1)
-    os.dup2(handle, 2)
-    os.close(handle)
-    try:
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(args)
-            sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))  # as `python SCRIPT` puts it first
-            runpy.run_path(args[0], run_name="__main__")
-    finally:
-        atexit._run_exitfuncs()
+    out, _, code = forked.run(argv, env, cap, cwd=ROOT)
+    return out, code
 
 
 def table(rows: list[dict]) -> str:
