@@ -224,3 +224,23 @@ def test_top_level_scripts_only_parse_and_call(tmp_path):
         proc = subprocess.run([sys.executable, os.path.join(REPO, script), "--help"], capture_output=True, text=True,
                               cwd=tmp_path, check=False)
         assert proc.returncode == 0 and "--batch-size" in proc.stdout and "--interval-saved-epochs" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "deepercluster", "eval-linear", "eval-voc", "eval-pretrain"])
+def test_help_and_a_bad_flag_answer_before_torch_is_imported(command):
+    """The training commands parse first and import torch and timm only to run (~7 s here)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fdsl.cli.main import main\ncodes = []\n"
+            "for argv in (['--help'], ['--no-such-flag']):\n"
+            "    try:\n"
+            f"        codes.append(main([{command!r}, *argv]))\n"
+            "    except SystemExit as stop:\n"
+            "        codes.append(stop.code)\n"
+            "print(codes, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          check=False, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 2] False", proc.stdout[-500:] + proc.stderr[-1000:]
+    error = f"fdsl {command}: error: unrecognized arguments: --no-such-flag (see fdsl {command} --help)"
+    assert proc.stderr.strip().splitlines() == [error], proc.stderr
